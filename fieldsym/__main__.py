@@ -1,0 +1,3 @@
+from fieldsym.cli import main
+
+raise SystemExit(main())
