@@ -1,0 +1,174 @@
+"""Generator action on typed fields, the Lie derivative of an operator, and equivariance errors.
+
+For a generator ``xi = (a, beta)`` (:mod:`fieldsym.groups`) and a field ``u`` of type ``T``:
+
+    (xi.u)(x) = d rho_T(a) u(x) - Du(x) (a (x - c) + beta)  [+ P u(x) for fiber scalings]
+
+and for an operator ``F`` from fields of type ``T_in`` to fields of type ``T_out``:
+
+    (L_xi F)(u) = DF(u)[xi.u] - xi.F(u)
+
+which vanishes for every ``xi`` of a basis iff ``F`` is equivariant under the connected group they
+generate (DESIGN.md section 1). ``DF(u)[v]`` is one Jacobian-vector product (``torch.func.jvp``) or a
+central finite difference ``(F(u + e v) - F(u - e v)) / 2e`` (error ``O(e^2)``). All generators are done
+in one call of ``F`` by stacking them along the batch axis: ``F`` must treat batch entries
+independently (no batch norm in training mode).
+
+Continuous rotations and dilations do not preserve a periodic box: ``a (x - c)`` jumps at the seam, so
+their Lie derivative is meaningful only for fields that vanish near the seam (pass ``window`` to weigh
+the interior; see :meth:`fieldsym.grid.Grid.window`). Errors reported (DESIGN.md section 1):
+
+- continuous, per generator: ``||L_xi F(u)|| / (||DF(u)[xi.u]|| + ||xi.F(u)||)``;
+- discrete, per group element: ``||F(g.u) - g.F(u)|| / ||F(u)||``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+
+from fieldsym.fields import FieldType
+from fieldsym.grid import Grid
+from fieldsym.groups import FiniteGroup, Generator, GroupElement
+
+Operator = Callable[[torch.Tensor], torch.Tensor]
+Method = Literal["jvp", "fd"]
+
+# Relative step of the central difference, by dtype: truncation O(step^2) against rounding eps/step.
+FD_STEP = {torch.float64: 1e-4, torch.float32: 1e-2, torch.bfloat16: 1e-1, torch.float16: 1e-1}
+
+
+def generator_action(u: torch.Tensor, generator: Generator, field_type: FieldType | str, grid: Grid) -> torch.Tensor:
+    """``xi.u`` for ``u`` of shape ``(..., C, H, W)``; same shape out."""
+    ft = FieldType.parse(field_type)
+    ft.check(u)
+    grid.check(u)
+    a = generator.matrix(u.dtype).to(u.device)
+    out = torch.zeros_like(u)
+    if bool(a.any()):
+        # c=out channel, d=in channel
+        out = out + torch.einsum("cd,...dhw->...chw", ft.drho(a).to(u), u)
+    if generator.moves_base:
+        X, Y = grid.coords(u.dtype, u.device, centred=True)
+        beta = generator.beta
+        vx = a[0, 0] * X + a[0, 1] * Y + beta[0]
+        vy = a[1, 0] * X + a[1, 1] * Y + beta[1]
+        ux, uy = grid.gradient(u)
+        out = out - (ux * vx + uy * vy)
+    if generator.fiber:
+        out = out + torch.einsum("cd,...dhw->...chw", ft.fiber_projector(generator.fiber).to(u), u)
+    return out
+
+
+def generator_actions(u: torch.Tensor, generators: Sequence[Generator], field_type, grid: Grid) -> torch.Tensor:
+    """``(k, ...)``: :func:`generator_action` of every generator, stacked on a new leading axis."""
+    return torch.stack([generator_action(u, g, field_type, grid) for g in generators])
+
+
+def lie_derivative_terms(
+    op: Operator,
+    u: torch.Tensor,
+    generators: Sequence[Generator],
+    in_type: FieldType | str,
+    out_type: FieldType | str,
+    grid: Grid,
+    method: Method = "jvp",
+    fd_step: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(DF(u)[xi.u], xi.F(u))`` for every generator, each ``(k, B, C_out, H, W)``.
+
+    ``u``: ``(B, C_in, H, W)``. ``method``: ``"jvp"`` (exact, one forward-mode pass over the ``k * B``
+    stacked tangents) or ``"fd"`` (central difference, one pass over ``2 k B`` inputs, relative step
+    ``fd_step`` defaulting to :data:`FD_STEP` of the dtype). Differentiable, so it can be a penalty.
+    """
+    in_type, out_type = FieldType.parse(in_type), FieldType.parse(out_type)
+    if u.ndim != 4:
+        raise ValueError(f"lie_derivative needs u of shape (batch, channel, H, W), got {tuple(u.shape)}")
+    if not generators:
+        raise ValueError("lie_derivative needs at least one generator")
+    k, B = len(generators), u.shape[0]
+    tangents = generator_actions(u, generators, in_type, grid)  # (k, B, C, H, W)
+    flat_t = tangents.reshape(k * B, *u.shape[1:])
+    stacked_u = u.repeat(k, 1, 1, 1)  # generator-major: k blocks of the batch
+    if method == "jvp":
+        y, dy = torch.func.jvp(op, (stacked_u,), (flat_t,))
+        Fu = y[:B]
+    elif method == "fd":
+        step = fd_step if fd_step is not None else FD_STEP.get(u.dtype, 1e-2)
+        # Scale each tangent so the perturbation is `step` relative to u, whatever the generator's size.
+        t_rms = flat_t.reshape(k * B, -1).pow(2).mean(1).sqrt()
+        u_rms = stacked_u.reshape(k * B, -1).pow(2).mean(1).sqrt()
+        eps = (step * u_rms / t_rms.clamp_min(torch.finfo(u.dtype).tiny)).reshape(-1, 1, 1, 1).detach()
+        out = op(torch.cat([u, stacked_u + eps * flat_t, stacked_u - eps * flat_t]))
+        Fu, plus, minus = out[:B], out[B:B + k * B], out[B + k * B:]
+        dy = (plus - minus) / (2 * eps)
+    else:
+        raise ValueError(f"method must be 'jvp' or 'fd', got {method!r}")
+    out_type.check(Fu, "operator output")
+    dF = dy.reshape(k, *Fu.shape)
+    xiF = generator_actions(Fu, generators, out_type, grid)
+    return dF, xiF
+
+
+def lie_derivative(op: Operator, u: torch.Tensor, generators: Sequence[Generator], in_type, out_type,
+                   grid: Grid, method: Method = "jvp", fd_step: float | None = None) -> torch.Tensor:
+    """``(L_xi F)(u) = DF(u)[xi.u] - xi.F(u)`` for every generator: ``(k, B, C_out, H, W)``."""
+    dF, xiF = lie_derivative_terms(op, u, generators, in_type, out_type, grid, method, fd_step)
+    return dF - xiF
+
+
+def lie_derivative_errors(op: Operator, u: torch.Tensor, generators: Sequence[Generator], in_type, out_type,
+                          grid: Grid, method: Method = "jvp", window: torch.Tensor | None = None) -> dict[str, float]:
+    """Relative error ``||L_xi F(u)|| / (||DF(u)[xi.u]|| + ||xi.F(u)||)`` per generator name.
+
+    ``window``: optional ``(H, W)`` weight (e.g. ``grid.window()``) so only the interior counts.
+    """
+    with torch.no_grad():
+        dF, xiF = lie_derivative_terms(op, u, generators, in_type, out_type, grid, method)
+    w = 1 if window is None else window.to(dF)
+    out = {}
+    for i, g in enumerate(generators):
+        num = torch.linalg.vector_norm((dF[i] - xiF[i]) * w)
+        den = torch.linalg.vector_norm(dF[i] * w) + torch.linalg.vector_norm(xiF[i] * w)
+        out[g.name] = float(num / den.clamp_min(torch.finfo(dF.dtype).tiny))
+    return out
+
+
+def flow(u: torch.Tensor, generator: Generator, t: float, field_type, grid: Grid, steps: int = 200) -> torch.Tensor:
+    """``exp(t xi).u`` by integrating ``du/ds = xi.u`` with classical RK4 (``steps`` steps).
+
+    Exact in time to ``O((t/steps)^4)`` and in space to the grid's derivative order, for fields that
+    stay away from the seam of a periodic box. Used to pin down sign conventions: the flow of ``R``
+    for ``pi/2`` must equal the counter-clockwise quarter turn.
+    """
+    h = t / steps
+
+    def f(v):
+        return generator_action(v, generator, field_type, grid)
+
+    for _ in range(steps):
+        k1 = f(u)
+        k2 = f(u + h / 2 * k1)
+        k3 = f(u + h / 2 * k2)
+        k4 = f(u + h * k3)
+        u = u + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return u
+
+
+def equivariance_error(op: Operator, u: torch.Tensor, element: GroupElement, in_type, out_type,
+                       periodic: tuple[bool, bool] = (True, True)) -> float:
+    """``||F(g.u) - g.F(u)|| / ||F(u)||`` for one exact lattice symmetry ``g``."""
+    with torch.no_grad():
+        Fu = op(u)
+        lhs = op(element.act(u, in_type, periodic))
+        rhs = element.act(Fu, out_type, periodic)
+        den = torch.linalg.vector_norm(Fu).clamp_min(torch.finfo(Fu.dtype).tiny)
+        return float(torch.linalg.vector_norm(lhs - rhs) / den)
+
+
+def equivariance_errors(op: Operator, u: torch.Tensor, group: FiniteGroup, in_type, out_type,
+                        periodic: tuple[bool, bool] = (True, True)) -> dict[str, float]:
+    """:func:`equivariance_error` for every element of ``group``, by element name."""
+    return {g.name: equivariance_error(op, u, g, in_type, out_type, periodic) for g in group}
