@@ -10,7 +10,9 @@ and for an operator ``F`` from fields of type ``T_in`` to fields of type ``T_out
 
 which vanishes for every ``xi`` of a basis iff ``F`` is equivariant under the connected group they
 generate (DESIGN.md section 1). ``DF(u)[v]`` is one Jacobian-vector product (``torch.func.jvp``) or a
-central finite difference ``(F(u + e v) - F(u - e v)) / 2e`` (error ``O(e^2)``). All generators are done
+central finite difference ``(F(u + e v) - F(u - e v)) / 2e`` (error ``O(e^2)``), or the one-sided
+``(F(u + e v) - F(u)) / e`` (``"fd1"``, error ``O(e)``) that reuses an ``F(u)`` the caller already has
+(the training loss computed it), the cheapest option for a penalty. All generators are done
 in one call of ``F`` by stacking them along the batch axis: ``F`` must treat batch entries
 independently (no batch norm in training mode).
 
@@ -34,7 +36,7 @@ from fieldsym.grid import Grid
 from fieldsym.groups import FiniteGroup, Generator, GroupElement
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
-Method = Literal["jvp", "fd"]
+Method = Literal["jvp", "fd", "fd1"]
 
 # Relative step of the central difference, by dtype: truncation O(step^2) against rounding eps/step.
 FD_STEP = {torch.float64: 1e-4, torch.float32: 1e-2, torch.bfloat16: 1e-1, torch.float16: 1e-1}
@@ -76,12 +78,14 @@ def lie_derivative_terms(
     grid: Grid,
     method: Method = "jvp",
     fd_step: float | None = None,
+    Fu: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(DF(u)[xi.u], xi.F(u))`` for every generator, each ``(k, B, C_out, H, W)``.
 
     ``u``: ``(B, C_in, H, W)``. ``method``: ``"jvp"`` (exact, one forward-mode pass over the ``k * B``
-    stacked tangents) or ``"fd"`` (central difference, one pass over ``2 k B`` inputs, relative step
-    ``fd_step`` defaulting to :data:`FD_STEP` of the dtype). Differentiable, so it can be a penalty.
+    stacked tangents), ``"fd"`` (central difference, one pass over ``(2 k + 1) B`` inputs) or ``"fd1"``
+    (one-sided, one pass over ``k B`` inputs plus ``F(u)``, taken from ``Fu`` when given); relative
+    step ``fd_step`` defaulting to :data:`FD_STEP` of the dtype. Differentiable, so it can be a penalty.
     """
     in_type, out_type = FieldType.parse(in_type), FieldType.parse(out_type)
     if u.ndim != 4:
@@ -95,17 +99,25 @@ def lie_derivative_terms(
     if method == "jvp":
         y, dy = torch.func.jvp(op, (stacked_u,), (flat_t,))
         Fu = y[:B]
-    elif method == "fd":
+    elif method in ("fd", "fd1"):
         step = fd_step if fd_step is not None else FD_STEP.get(u.dtype, 1e-2)
         # Scale each tangent so the perturbation is `step` relative to u, whatever the generator's size.
         t_rms = flat_t.reshape(k * B, -1).pow(2).mean(1).sqrt()
         u_rms = stacked_u.reshape(k * B, -1).pow(2).mean(1).sqrt()
         eps = (step * u_rms / t_rms.clamp_min(torch.finfo(u.dtype).tiny)).reshape(-1, 1, 1, 1).detach()
-        out = op(torch.cat([u, stacked_u + eps * flat_t, stacked_u - eps * flat_t]))
-        Fu, plus, minus = out[:B], out[B:B + k * B], out[B + k * B:]
-        dy = (plus - minus) / (2 * eps)
+        if method == "fd":
+            out = op(torch.cat([u, stacked_u + eps * flat_t, stacked_u - eps * flat_t]))
+            Fu, plus, minus = out[:B], out[B:B + k * B], out[B + k * B:]
+            dy = (plus - minus) / (2 * eps)
+        else:
+            if Fu is None:
+                out = op(torch.cat([u, stacked_u + eps * flat_t]))
+                Fu, plus = out[:B], out[B:]
+            else:
+                plus = op(stacked_u + eps * flat_t)
+            dy = (plus - Fu.repeat(k, 1, 1, 1)) / eps
     else:
-        raise ValueError(f"method must be 'jvp' or 'fd', got {method!r}")
+        raise ValueError(f"method must be 'jvp', 'fd' or 'fd1', got {method!r}")
     out_type.check(Fu, "operator output")
     dF = dy.reshape(k, *Fu.shape)
     xiF = generator_actions(Fu, generators, out_type, grid)
