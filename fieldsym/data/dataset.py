@@ -245,7 +245,7 @@ def _gather(data: torch.Tensor, local: np.ndarray, t_local: np.ndarray) -> torch
     With one window per sample (one-step and multi-step reads) the block already is that array, so it
     is returned as is and copied only once, into the output batch.
     """
-    if data.shape[0] == len(local) and (t_local == np.arange(data.shape[1])).all():
+    if data.shape[:2] == t_local.shape and (t_local == np.arange(t_local.shape[1])).all():
         return data
     return data[torch.from_numpy(local)[:, None], torch.from_numpy(t_local)]
 
