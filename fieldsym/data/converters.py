@@ -133,16 +133,6 @@ def convert_neuralop(
 # -- PDEBench ------------------------------------------------------------------------------------------------
 
 
-def _select(names: list[str], fields: Mapping[str, str] | None, vectors: Mapping[str, tuple[str, str]] | None
-            ) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
-    """The fields and vectors to convert, with the defaults of :func:`convert_pdebench`."""
-    if fields is None and vectors is None:
-        vectors = {k: v for k, v in PDEBENCH_VECTORS.items() if set(v) <= set(names)}
-    vectors = dict(vectors or {})
-    paired = {s for pair in vectors.values() for s in pair}
-    return (dict(fields) if fields is not None else {k: "scalar" for k in names if k not in paired}), vectors
-
-
 def _read_pdebench(src: Path, max_samples: int | None, fields, vectors):
     """``(arrays, x, y, t or None, fields, vectors)`` from a flat or grouped PDEBench file.
 
