@@ -8,12 +8,14 @@
   sub-batch (rows: sample x channel x grid, ``w`` the interior window), so the operator keeps every
   candidate symmetry the data does not argue against.
 
-**Column normalisation.** The rows of sample ``b`` in column ``j`` are divided by
-``rms(xi_j.u_b) * sqrt(rows_b * B)`` (detached): the Lie derivative is linear in ``xi``, so dividing by
-the size of the input motion it produces makes each column invariant to the scale of its generator
-(``Tx`` in cells or in domain lengths, ``R`` in radians all give the same column) and measures
-"output violation per unit of input motion". The Gram matrix ``G = M^T M`` is then a mean of
-per-sample Grams, so a random sub-batch gives an unbiased estimate of the full-batch ``G``.
+**Column normalisation.** Column ``j`` is divided by ``rms(xi_j.u) * sqrt(rows)``, the RMS taken over
+the whole sub-batch (detached): the Lie derivative is linear in ``xi``, so dividing by the size of the
+input motion it produces makes each column invariant to the scale of its generator (``Tx`` in cells or
+in domain lengths, ``R`` in radians all give the same column) and measures "output violation per unit
+of input motion". One scale per column, not per sample, so that a symmetry that is a *combination*
+of candidates (``Tx - Ty`` for a forcing that depends on ``x + y``) is an exact null vector of ``M``;
+``G = M^T M`` is a mean over samples divided by the mean input motion, so a random sub-batch estimates
+the full-batch ``G`` up to the noise of that ratio.
 
 **Nuclear norm from the Gram matrix.** ``||M||_* = sum_i sqrt(lambda_i(G) + eps)`` — a ``k x k``
 eigenproblem however large the batch; ``eps`` keeps the gradient finite at a zero singular value.
@@ -90,27 +92,30 @@ class _LieColumns:
     sub_batch: int = 4
     window_margin: float = 0.15
 
-    def columns(self, model, x: torch.Tensor, prediction: torch.Tensor | None = None) -> torch.Tensor:
-        """``M`` of shape ``(rows, k)`` for the first ``sub_batch`` samples of ``x``."""
+    def columns(self, model, x: torch.Tensor, prediction: torch.Tensor | None = None,
+                return_scale: bool = False):
+        """``M`` of shape ``(rows, k)`` for the first ``sub_batch`` samples of ``x`` (and the ``(k,)``
+        column scales: a raw generator combination ``c`` is ``M (scale * c)``)."""
         xs = x[: self.sub_batch]
         Fu = None if prediction is None else prediction[: self.sub_batch]
         dF, xiF = lie_derivative_terms(model, xs, self.generators, self.in_type, self.out_type, self.grid,
                                        self.method, Fu=Fu)
-        k, B = len(self.generators), xs.shape[0]
+        k = len(self.generators)
         window = self.grid.window(self.window_margin, dtype=x.dtype, device=x.device) if self._needs_window() else 1
-        L = ((dF - xiF) * window).reshape(k, B, -1)  # (k, B, rows per sample)
-        scale = self._input_motion(xs) * (L.shape[2] * B) ** 0.5  # (k, B)
-        return (L / scale[:, :, None]).reshape(k, -1).T
+        L = ((dF - xiF) * window).reshape(k, -1)  # (k, rows), rows sample-major
+        scale = self._input_motion(xs) * L.shape[1] ** 0.5  # (k,)
+        M = (L / scale[:, None]).T
+        return (M, scale) if return_scale else M
 
     def _needs_window(self) -> bool:
         linear_part = any(any(v != 0 for row in g.a for v in row) for g in self.generators)
         return linear_part and any(self.grid.periodic)
 
     def _input_motion(self, xs: torch.Tensor) -> torch.Tensor:
-        """``(k, B)``: RMS of ``xi_j.u_b`` per generator and sample (detached)."""
+        """``(k,)``: RMS of ``xi_j.u`` over the sub-batch, per generator (detached)."""
         with torch.no_grad():
             t = generator_actions(xs, self.generators, self.in_type, self.grid)
-            rms = t.reshape(len(self.generators), xs.shape[0], -1).pow(2).mean(2).sqrt()
+            rms = t.reshape(len(self.generators), -1).pow(2).mean(1).sqrt()
         return rms.clamp_min(torch.finfo(xs.dtype).eps)
 
 
