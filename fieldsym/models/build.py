@@ -1,0 +1,46 @@
+"""One constructor for every operator kind, and a parameter count, for the config layer.
+
+``build_operator("gfno", "w:pseudoscalar", "v:vector", group="D4", hidden_channels=12)`` returns the
+module; the options are the keyword arguments of the class (an unknown one raises the class's own
+``TypeError``). ``"averaged"`` wraps another kind: ``build_operator("averaged", t_in, t_out,
+inner="fno", group_elements="C4", **inner_options)``. A plain dict, not a registry: adding a kind is
+one line here.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fieldsym.fields import FieldType
+from fieldsym.models.averaging import GroupAveraged
+from fieldsym.models.fno import FieldFNO
+from fieldsym.models.gfno import GroupFNO
+
+_CONSTRUCTORS = {"fno": FieldFNO, "gfno": GroupFNO}
+KINDS = (*_CONSTRUCTORS, "averaged")
+
+
+def build_operator(kind: str, in_type: FieldType | str, out_type: FieldType | str, **options) -> nn.Module:
+    """The operator of the given kind (``"fno"``, ``"gfno"``, ``"averaged"``) from ``in_type`` to ``out_type``."""
+    if kind == "averaged":
+        inner = options.pop("inner", "fno")
+        if inner not in _CONSTRUCTORS:
+            raise ValueError(f"averaged: inner={inner!r} is not one of {', '.join(_CONSTRUCTORS)}")
+        group_elements = options.pop("group_elements", "D4")
+        periodic = options.pop("periodic", (True, True))
+        if inner == "gfno":
+            options["periodic"] = periodic
+        op = _CONSTRUCTORS[inner](in_type, out_type, **options)
+        return GroupAveraged(op, in_type, out_type, group_elements, periodic)
+    if kind not in _CONSTRUCTORS:
+        raise ValueError(f"unknown operator kind {kind!r}: expected one of {', '.join(KINDS)}")
+    return _CONSTRUCTORS[kind](in_type, out_type, **options)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of real scalars in the parameters (a complex entry counts twice)."""
+    return sum(
+        p.numel() * (2 if p.is_complex() else 1)
+        for p in module.parameters()
+        if p.requires_grad or not trainable_only
+    )
