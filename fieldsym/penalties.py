@@ -185,3 +185,60 @@ def ramp(gamma: float, epoch: int, ramp_epochs: int) -> float:
     if ramp_epochs <= 0:
         return gamma
     return gamma * min(1.0, epoch / ramp_epochs)
+
+
+class MixedPenalty:
+    """Mixed, approximate symmetries with one strength per symmetry type, tuned during training
+    (Kim, Lee, Yang & Lee, ICML 2023).
+
+    ``value = gamma * sum_j lambda_j ||m_j||^2`` over the generator columns of
+    :class:`NuclearPenalty`'s normalisation. The violation ``R_j`` (mean ``||m_j||`` since the last
+    update) is accumulated at every call; at each epoch in ``update_epochs``, :meth:`end_epoch` sets
+    ``lambda_j <- lambda_j * (R_min / R_j)^p``: the most respected symmetry keeps its strength and
+    the others are relaxed in proportion to how strongly the data breaks them. :meth:`levels`
+    returns the learned ``lambda_j`` — the discovered degree to which each symmetry holds (1 = as
+    exact as the best one, small = broken). Strengths travel in checkpoints via
+    :meth:`state_dict` / :meth:`load_state_dict` (plain floats).
+    """
+
+    def __init__(self, generators: Sequence[Generator], in_type, out_type, grid: Grid, gamma: float = 1.0,
+                 p: float = 1.0, update_epochs: Sequence[int] = (1,), method: Method = "fd1",
+                 sub_batch: int = 4, ramp_epochs: int = 0):
+        self._cols = _LieColumns(list(generators), FieldType.parse(in_type), FieldType.parse(out_type), grid,
+                                 method, sub_batch)
+        self.gamma, self.p, self.ramp_epochs = gamma, p, ramp_epochs
+        self.update_epochs = set(update_epochs)
+        self.names = [g.name for g in generators]
+        self.strengths = {n: 1.0 for n in self.names}
+        self._sum = {n: 0.0 for n in self.names}
+        self._count = 0
+
+    def __call__(self, model, x, epoch: int = 0, prediction=None) -> tuple[torch.Tensor, dict[str, float]]:
+        M = self._cols.columns(model, x, prediction)
+        per_gen = M.pow(2).sum(0)
+        lam = torch.tensor([self.strengths[n] for n in self.names], dtype=per_gen.dtype, device=per_gen.device)
+        self._count += 1
+        info = {}
+        for n, v in zip(self.names, per_gen.detach().sqrt().tolist()):
+            self._sum[n] += v
+            info[f"lie/{n}"] = v
+            info[f"lambda/{n}"] = self.strengths[n]
+        return ramp(self.gamma, epoch, self.ramp_epochs) * (lam * per_gen).sum(), info
+
+    def end_epoch(self, epoch: int) -> None:
+        """Update the strengths if ``epoch`` is an update epoch; always restart the violation average."""
+        if epoch in self.update_epochs and self._count:
+            R = {n: max(self._sum[n] / self._count, 1e-12) for n in self.names}
+            r_min = min(R.values())
+            self.strengths = {n: self.strengths[n] * (r_min / R[n]) ** self.p for n in self.names}
+        self._sum = {n: 0.0 for n in self.names}
+        self._count = 0
+
+    def levels(self) -> dict[str, float]:
+        return dict(self.strengths)
+
+    def state_dict(self) -> dict:
+        return {"strengths": dict(self.strengths)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.strengths = {n: float(state["strengths"][n]) for n in self.names}

@@ -121,3 +121,20 @@ def test_promotion_keeps_translation_and_breaks_rotation_on_anisotropic_data():
     assert loss0 < 1e-3 and loss1 < 1e-2  # both fit the data
     assert promoted["lie/Tx"] < 0.2 * plain["lie/Tx"] and promoted["lie/Ty"] < 0.2 * plain["lie/Ty"]
     assert promoted["lie/R"] > 0.2  # the data breaks rotation, and promotion leaves it broken
+
+
+def test_mixed_strengths_relax_the_broken_symmetry_and_keep_the_exact_one():
+    from fieldsym.penalties import MixedPenalty
+
+    grid = Grid.regular(32)
+    X, Y = grid.coords()
+    f = 1 + 0.5 * torch.sin(2 * torch.pi * Y)  # depends on y: Tx exact, Ty broken
+    u = smooth_random_field("s:scalar", grid, batch=4, localized=False)
+    pen = MixedPenalty([Tx, Ty], "s:scalar", "s:scalar", grid, update_epochs=[0], method="jvp")
+    pen(lambda v: f * v, u, epoch=0)
+    pen.end_epoch(0)
+    levels = pen.levels()
+    assert levels["Tx"] == 1.0 and levels["Ty"] < 1e-6
+    fresh = MixedPenalty([Tx, Ty], "s:scalar", "s:scalar", grid)
+    fresh.load_state_dict(pen.state_dict())
+    assert fresh.levels() == levels
