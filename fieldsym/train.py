@@ -1,0 +1,467 @@
+"""Training: one loop that reads top to bottom, checkpoints that make a killed run resumable.
+
+:func:`fit` is the loop, called with objects (a model, two loaders, the training settings); the runner
+and the tests call it directly. :func:`train` is the config front end: it prepares the data, builds the
+operator and its symmetry mode from the config, and calls :func:`fit`.
+
+Each epoch: for every batch, optionally augment ``(x, y)`` with a random group element, normalise,
+predict, take the data loss in physical units (relative L2 or H1, from neuralop) plus the symmetry
+penalty on the normalised operator, step AdamW with gradient clipping; then step the schedule, measure
+the validation relative L2 and the equivariance errors on a few validation inputs, append a row to
+``metrics.csv`` and TensorBoard, and write ``last.pt`` (and ``best.pt`` on a new best validation error).
+
+Why these choices:
+
+- The loss is taken after decoding, so the training loss and the reported error are the same
+  quantity as in the FNO paper; the penalty sees the *normalised* operator so that ``gamma`` means the
+  same thing whatever the units of the data. Normalisation commutes with the symmetry
+  (:mod:`fieldsym.data.normalization`), so both views have the same symmetries.
+- Bit-for-bit resume on CPU: the loader's order is a pure function of ``(seed, epoch)``, and the
+  checkpoint holds every RNG state at the end of the epoch, so a resumed run draws the same
+  augmentations and penalty sub-batches as an uninterrupted one.
+- A non-finite loss stops the run at once (:class:`TrainingDiverged`): continuing would overwrite good
+  weights with NaN. ``last.pt`` stays at the last finished epoch.
+- Mixed precision is bf16 autocast, on CUDA only (on CPU it is slow and its rounding would be an
+  uncontrolled difference between machines).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from neuralop.losses import H1Loss, LpLoss
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from fieldsym.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng, load_checkpoint, model_state,
+                                 restore_rng, save_checkpoint)
+from fieldsym.config import (ConfigError, ExperimentConfig, TrainingConfig, build_data_spec, build_model,
+                             build_symmetry, dataset_path)
+from fieldsym.data.dataset import FieldDataset
+from fieldsym.data.loader import make_loader
+from fieldsym.data.normalization import FieldNormalizer, fit_normalizers
+from fieldsym.fields import FieldType
+from fieldsym.grid import Grid
+from fieldsym.groups import FiniteGroup, Generator, algebra, finite_group
+from fieldsym.lie import equivariance_errors, lie_derivative_errors
+
+logger = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Augment = Callable[[torch.Tensor, torch.Tensor], Batch]
+Penalty = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the message says where, the last finite loss and what to change."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training call produced. ``operator`` maps physical fields to physical fields (the model
+    wrapped in its normalisers); ``metrics`` has one row per finished epoch, resumed epochs included."""
+
+    out_dir: Path
+    model: nn.Module
+    operator: nn.Module
+    epochs: int
+    steps: int
+    best_epoch: int
+    best_valid: float
+    metrics: list[dict[str, float]]
+
+
+class NormalizedOperator(nn.Module):
+    """``u -> decode(model(encode(u)))``: the trained model in physical units, ``(B, C_in, H, W) ->
+    (B, C_out, H, W)``. Normalisation commutes with the symmetry, so this has the model's symmetries."""
+
+    def __init__(self, model: nn.Module, in_norm: FieldNormalizer, out_norm: FieldNormalizer) -> None:
+        super().__init__()
+        self.model, self.in_norm, self.out_norm = model, in_norm, out_norm
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.out_norm.decode(self.model(self.in_norm.encode(u)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """Equivariance errors measured after each epoch on fixed inputs ``(B, C_in, H, W)``.
+
+    Continuous, per generator: ``||L_xi F(u)|| / (||DF(u)[xi.u]|| + ||xi.F(u)||)`` (jvp); generators that
+    rotate or dilate are weighted by the grid's interior window on a periodic grid (DESIGN.md section 1).
+    Discrete, per element of ``group`` but the identity: ``||F(g.u) - g.F(u)|| / ||F(u)||``, only when the
+    grid is square with the same periodicity on both axes (else quarter turns do not map it to itself).
+    """
+
+    inputs: torch.Tensor
+    in_type: FieldType
+    out_type: FieldType
+    grid: Grid
+    generators: Sequence[Generator] = ()
+    group: FiniteGroup | None = None
+
+    def measure(self, operator: nn.Module) -> dict[str, float]:
+        u = self.inputs.to(next(operator.parameters()).device)
+        out: dict[str, float] = {}
+        moving = [g for g in self.generators if _rotates_or_dilates(g)]
+        for gens, window in (([g for g in self.generators if g not in moving], None),
+                             (moving, self.grid.window(dtype=u.dtype, device=u.device))):
+            if gens:
+                errors = lie_derivative_errors(operator, u, gens, self.in_type, self.out_type, self.grid,
+                                               window=window if any(self.grid.periodic) else None)
+                out.update({f"equiv/{name}": value for name, value in errors.items()})
+        H, W = self.grid.shape
+        if self.group is not None and H == W and self.grid.periodic[0] == self.grid.periodic[1]:
+            others = FiniteGroup(self.group.name, tuple(g for g in self.group if g.name != "e"))
+            errors = equivariance_errors(operator, u, others, self.in_type, self.out_type, self.grid.periodic)
+            out.update({f"equiv/{name}": value for name, value in errors.items()})
+        return out
+
+
+def _rotates_or_dilates(g: Generator) -> bool:
+    return any(v != 0 for row in g.a for v in row)
+
+
+# -- the loop ---------------------------------------------------------------------------------------------
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable[Batch],
+    valid_loader: Iterable[Batch],
+    out_dir: str | Path,
+    *,
+    training: TrainingConfig,
+    normalizers: tuple[FieldNormalizer, FieldNormalizer],
+    augment: Augment | None = None,
+    penalty: Penalty | None = None,
+    probe: Probe | None = None,
+    config: dict | None = None,
+    periodic: tuple[bool, bool] = (True, True),
+    resume: bool = False,
+) -> TrainResult:
+    """Train ``model`` for ``training.epochs`` epochs, writing ``metrics.csv``, TensorBoard events,
+    ``last.pt`` and ``best.pt`` to ``out_dir``; with ``resume``, continue from ``out_dir/last.pt``.
+
+    Loaders yield physical ``(x (B, C_in, H, W), y (B, C_out, H, W))``; a loader with ``set_epoch`` gets it
+    before each epoch. ``normalizers``: ``(inputs, outputs)``; the model sees normalised fields.
+    ``augment(x, y) -> (x, y)``; ``penalty(model, x, epoch, prediction) -> (value, info)`` on normalised
+    ``x``. ``config``: plain data stored in the checkpoints. ``periodic``: ``(y, x)``, for the H1 loss's
+    differences. Raises :class:`TrainingDiverged` on a
+    non-finite loss, leaving ``last.pt`` at the last finished epoch.
+    """
+    out_dir = Path(out_dir)
+    device, amp = resolve_device(training)
+    model.to(device)
+    operator = NormalizedOperator(model, *normalizers)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=training.optimizer.lr,
+                                  weight_decay=training.optimizer.weight_decay)
+    scheduler = make_scheduler(optimizer, training)
+    loss_fn = make_loss(training.loss, periodic)
+    epoch, step, best, metrics = _start(out_dir, resume, training.seed, model, optimizer, scheduler, config)
+    writer = SummaryWriter(out_dir / "tensorboard", purge_step=epoch + 1 if epoch else None)
+    try:
+        while epoch < training.epochs:
+            started = time.perf_counter()
+            if hasattr(train_loader, "set_epoch"):
+                train_loader.set_epoch(epoch)
+            model.train()
+            totals, step = _train_epoch(operator, train_loader, optimizer, loss_fn, training, device, amp,
+                                        augment, penalty, epoch, step, metrics, out_dir)
+            scheduler.step()
+            epoch += 1
+            model.eval()
+            row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"], **totals,
+                   "valid_rel_l2": evaluate(operator, valid_loader, device, amp)}
+            row.update(probe.measure(operator) if probe is not None else {})
+            row["seconds"] = time.perf_counter() - started
+            metrics.append(row)
+            improved = row["valid_rel_l2"] < best["valid"]
+            if improved:
+                best = {"epoch": epoch, "valid": row["valid_rel_l2"]}
+            _record(out_dir, writer, metrics, row)
+            state = _checkpoint_state(epoch, step, model, optimizer, scheduler, best, config, normalizers, metrics)
+            save_checkpoint(out_dir / "last.pt", state)
+            if improved:
+                save_checkpoint(out_dir / "best.pt", state)
+            logger.info("epoch %d/%d  %s", epoch, training.epochs, _summary(row))
+    except KeyboardInterrupt:
+        logger.warning("interrupted in epoch %d; %s holds epoch %d: continue with resume", epoch + 1,
+                       out_dir / "last.pt", epoch)
+        raise
+    finally:
+        writer.close()
+    return TrainResult(out_dir, model, operator, epoch, step, best["epoch"], best["valid"], metrics)
+
+
+def _train_epoch(operator: NormalizedOperator, loader, optimizer, loss_fn, training: TrainingConfig, device,
+                 amp: bool, augment, penalty, epoch: int, step: int, metrics: list, out_dir: Path
+                 ) -> tuple[dict[str, float], int]:
+    """One pass over ``loader``; returns the epoch means (loss, data loss, penalty, penalty info) and the step."""
+    model, in_norm, out_norm = operator.model, operator.in_norm, operator.out_norm
+    sums: dict[str, float] = {}
+    batches = 0
+    last_finite = metrics[-1]["train_loss"] if metrics else math.nan
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{training.epochs}", leave=False, disable=not _interactive())
+    for x, y in bar:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if augment is not None:
+            x, y = augment(x, y)
+        x_n = in_norm.encode(x)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out_n = model(x_n)
+        data_loss = loss_fn(out_norm.decode(out_n.float()), y)
+        penalty_value, info = torch.zeros((), device=device), {}
+        if penalty is not None:
+            # Under autocast the prediction is bf16: a one-sided difference against it would be noise.
+            penalty_value, info = penalty(model, x_n, epoch, None if amp else out_n)
+        loss = data_loss + penalty_value
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(_divergence_message(loss, data_loss, penalty_value, epoch, step, last_finite,
+                                                       training, out_dir))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if training.grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
+        optimizer.step()
+        step += 1
+        batches += 1
+        last_finite = float(loss.detach())
+        for key, value in {"train_loss": last_finite, "data_loss": float(data_loss.detach()),
+                           "penalty": float(penalty_value.detach()),
+                           **{f"penalty/{k}": v for k, v in info.items()}}.items():
+            sums[key] = sums.get(key, 0.0) + value
+        bar.set_postfix(loss=f"{sums['data_loss'] / batches:.4g}", penalty=f"{sums['penalty'] / batches:.3g}")
+    if batches == 0:
+        raise ValueError("the training loader yielded no batches; check the training split and batch size")
+    return {key: value / batches for key, value in sums.items()}, step
+
+
+@torch.no_grad()
+def evaluate(operator: nn.Module, loader: Iterable[Batch], device: torch.device, amp: bool = False) -> float:
+    """Mean relative L2 error ``||F(x) - y|| / ||y||`` over the loader's samples (per channel, averaged)."""
+    rel = LpLoss(d=2, p=2, reduction="sum")
+    total, count = 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            prediction = operator(x)
+        total += float(rel(prediction.float(), y)) / y.shape[1]
+        count += y.shape[0]
+    if count == 0:
+        raise ValueError("the validation loader yielded no samples; raise dataset.split.valid")
+    return total / count
+
+
+def _divergence_message(loss, data_loss, penalty_value, epoch, step, last_finite, training, out_dir) -> str:
+    which = "data loss" if not torch.isfinite(data_loss) else "penalty"
+    kept = (f"{out_dir / 'last.pt'} holds epoch {epoch}, the last finished one" if epoch
+            else "no checkpoint was written (it failed in the first epoch)")
+    clip = ("lower training.grad_clip" if training.grad_clip is not None
+            else "enable gradient clipping (training.grad_clip=1.0)")
+    return (f"training diverged: loss is {float(loss.detach())} ({which} non-finite) at epoch {epoch + 1}, step {step + 1}; "
+            f"last finite loss {last_finite:.6g}. Stopped; {kept}. Lower the learning rate "
+            f"(training.optimizer.lr, now {training.optimizer.lr:g}) or {clip}"
+            + (", or lower the penalty's gamma" if which == "penalty" else ""))
+
+
+# -- set-up and bookkeeping ---------------------------------------------------------------------------------
+
+
+def resolve_device(training: TrainingConfig) -> tuple[torch.device, bool]:
+    """``(device, bf16 autocast)`` from ``training.device`` and ``training.mixed_precision``."""
+    if training.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device: cuda requested but torch sees no CUDA device; use auto or cpu")
+    cuda = training.device == "cuda" or (training.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if cuda else "cpu")
+    if training.mixed_precision == "on" and not cuda:
+        raise ConfigError("training.mixed_precision: on needs a CUDA device (bf16 autocast is for GPUs); "
+                          "use auto or off")
+    return device, training.mixed_precision == "on" or (training.mixed_precision == "auto" and cuda)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch schedule: cosine to 0 over ``epochs``, step decay, or constant."""
+    s = training.scheduler
+    if s.kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=training.epochs)
+    if s.kind == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def make_loss(kind: str, periodic: tuple[bool, bool] = (True, True)
+              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Relative L2 (``l2``) or relative H1 (``h1``) of ``(B, C, H, W)`` tensors, averaged over batch and
+    channel. ``periodic``: ``(y, x)``; neuralop calls the H axis x and the W axis y."""
+    if kind == "l2":
+        return LpLoss(d=2, p=2, reduction="mean")
+    if kind == "h1":
+        return H1Loss(d=2, reduction="mean", periodic_in_x=periodic[0], periodic_in_y=periodic[1])
+    raise ValueError(f"loss must be 'l2' or 'h1', got {kind!r}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and python ``random`` (CPU runs are then deterministic)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, config):
+    """``(epoch, step, best, metrics)`` of a fresh run, or restored from ``out_dir/last.pt``."""
+    last = out_dir / "last.pt"
+    if not resume:
+        if last.exists():
+            raise CheckpointError(f"{out_dir} already holds a run ({last}); resume it (resume=True, --resume) "
+                                  "or choose another output directory")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        seed_everything(seed)
+        return 0, 0, {"epoch": 0, "valid": math.inf}, []
+    if not last.exists():
+        logger.info("nothing to resume in %s: starting a new run", out_dir)
+        return _start(out_dir, False, seed, model, optimizer, scheduler, config)
+    state = load_checkpoint(last)
+    if config is not None and state["config"] != config:
+        logger.warning("%s was written with a different config; continuing with the checkpoint's weights and "
+                       "optimiser and the new settings", last)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"])
+    logger.info("resuming %s from epoch %d (step %d)", out_dir, state["epoch"], state["step"])
+    best = {"epoch": state["best"]["epoch"], "valid": state["best"]["valid"]}
+    return state["epoch"], state["step"], best, list(state["metrics"])
+
+
+def _checkpoint_state(epoch, step, model, optimizer, scheduler, best, config, normalizers, metrics) -> dict:
+    in_norm, out_norm = normalizers
+    return {
+        "format_version": FORMAT_VERSION, "epoch": epoch, "step": step, "model": model_state(model),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": capture_rng(),
+        "best": dict(best), "config": config or {},
+        "normalization": {"inputs": in_norm.state_dict(), "outputs": out_norm.state_dict()},
+        "metrics": [dict(row) for row in metrics],
+    }
+
+
+def _record(out_dir: Path, writer: SummaryWriter, metrics: list[dict[str, float]], row: dict[str, float]) -> None:
+    """Rewrite ``metrics.csv`` (atomically; all rows, so a resumed run drops the killed epoch's) and log
+    ``row`` to TensorBoard at step ``row["epoch"]``."""
+    columns = list(dict.fromkeys(key for r in metrics for key in r))
+    tmp = out_dir / ".metrics.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        table = csv.DictWriter(f, fieldnames=columns)
+        table.writeheader()
+        table.writerows(metrics)
+    os.replace(tmp, out_dir / "metrics.csv")
+    for key, value in row.items():
+        if key != "epoch":
+            writer.add_scalar(key, value, row["epoch"])
+    writer.flush()
+
+
+def _summary(row: dict[str, float]) -> str:
+    keys = ("train_loss", "penalty", "valid_rel_l2")
+    equiv = {k: v for k, v in row.items() if k.startswith("equiv/")}
+    text = "  ".join(f"{k}={row[k]:.4g}" for k in keys)
+    return text + ("  " + " ".join(f"{k[6:]}={v:.2g}" for k, v in equiv.items()) if equiv else "")
+
+
+# -- from a config ------------------------------------------------------------------------------------------
+
+
+def train(config: ExperimentConfig, out_dir: str | Path | None = None, resume: bool = False, *,
+          operator: str | None = None, train_size: int | None = None) -> TrainResult:
+    """Train one operator of ``config`` on its dataset.
+
+    ``operator``: its name (optional when the config has one). ``train_size``: number of training samples
+    (the first of the training split); ``None`` takes ``experiment.train_sizes`` when it holds one value,
+    else every training sample. ``out_dir``: default ``<experiment.out>/<experiment.name>/<operator>``.
+    The checkpoints store the run's own config (:meth:`ExperimentConfig.for_run`).
+    """
+    sizes = config.experiment.train_sizes
+    train_size = train_size if train_size is not None else (sizes[0] if sizes and len(sizes) == 1 else None)
+    run = config.for_run(operator, train_size)
+    op = run.operators[0]
+    out_dir = Path(out_dir) if out_dir is not None else run.experiment.out / run.experiment.name / op.name
+    seed_everything(run.training.seed)
+    device, _ = resolve_device(run.training)
+    train_set, valid_set = _datasets(run, train_size)
+    normalizers = fit_normalizers(train_set) if run.dataset.normalize else (
+        FieldNormalizer.identity(train_set.in_type), FieldNormalizer.identity(train_set.out_type))
+    in_type, out_type, grid = train_set.in_type, train_set.out_type, train_set.grid
+    model = build_model(op, in_type, out_type, grid)
+    augment, penalty = build_symmetry(op, in_type, out_type, grid)
+    t = run.training
+    probe_inputs = valid_set.read(0, min(t.eval_samples, len(valid_set)))[0]
+    group = finite_group(run.experiment.evaluation_group) if run.experiment.evaluation_group else None
+    probe = Probe(probe_inputs, in_type, out_type, grid, algebra(run.experiment.evaluation_generators, in_type), group)
+    loaders = [make_loader(ds, t.batch_size, shuffle, num_workers=t.num_workers, device=device, seed=t.seed)
+               for ds, shuffle in ((train_set, True), (valid_set, False))]
+    logger.info("training %s (%s, symmetry %s) on %d samples, %s -> %s on a %dx%d grid, into %s", op.name,
+                op.kind, op.symmetry.mode, len(train_set), in_type, out_type, *grid.shape, out_dir)
+    return fit(model, *loaders, out_dir, training=t, normalizers=normalizers, augment=augment, penalty=penalty,
+               probe=probe, config=run.to_dict(), periodic=grid.periodic, resume=resume)
+
+
+def _datasets(config: ExperimentConfig, train_size: int | None):
+    """The training split (its first ``train_size`` samples) and the validation split."""
+    path = dataset_path(config, progress=_interactive())
+    spec = build_data_spec(config)
+    split = config.dataset.split
+    fractions = (1 - split.valid - split.test, split.valid, split.test)
+    train_set, valid_set = (FieldDataset(path, spec, name, fractions=fractions, seed=split.seed)
+                            for name in ("train", "valid"))
+    if train_size is None:
+        return train_set, valid_set
+    if train_size > len(train_set.samples):
+        raise ConfigError(f"experiment.train_sizes: {train_size} training samples asked, the training split of "
+                          f"{path} has {len(train_set.samples)}; lower it or generate more samples")
+    return _FirstSamples(train_set, train_size), valid_set
+
+
+class _FirstSamples:
+    """The first ``n`` samples of a :class:`FieldDataset` (all their time windows), for learning curves:
+    nested subsets of one fixed training split, so runs differ only in how much data they see."""
+
+    def __init__(self, dataset: FieldDataset, n: int) -> None:
+        self.dataset = dataset
+        self.samples = dataset.samples[:n]
+        self._items = n * dataset.windows_per_sample
+
+    def __len__(self) -> int:
+        return self._items
+
+    def read(self, start: int, stop: int) -> Batch:
+        self._check(start, stop)
+        return self.dataset.read(start, stop)
+
+    def read_into(self, start: int, stop: int, x, y, rows=None) -> None:
+        self._check(start, stop)
+        self.dataset.read_into(start, stop, x, y, rows)
+
+    def _check(self, start: int, stop: int) -> None:
+        if not 0 <= start < stop <= self._items:
+            raise IndexError(f"items {start}..{stop - 1} out of range for a subset of {self._items} items")
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name == "dataset":  # unpickling looks these up before __init__ ran
+            raise AttributeError(name)
+        return getattr(self.dataset, name)

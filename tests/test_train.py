@@ -1,0 +1,191 @@
+"""Training: a tiny run learns and logs, a kill-and-resume reproduces the uninterrupted run bit for bit on
+CPU, a NaN loss stops with advice and keeps the last good checkpoint, and ``fieldsym train`` works."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fieldsym.checkpoint import load_checkpoint
+from fieldsym.cli import main
+from fieldsym.config import ExperimentConfig, TrainingConfig, load_config
+from fieldsym.data.dataset import FieldDataset
+from fieldsym.data.loader import make_loader
+from fieldsym.data.normalization import fit_normalizers
+from fieldsym.data.spec import DataSpec, TimeSelection
+from fieldsym.data.writer import FieldSpec, write_dataset
+from fieldsym.groups import C4, algebra
+from fieldsym.models import FieldFNO
+from fieldsym.penalties import Augmenter, NuclearPenalty
+from fieldsym.train import Probe, TrainingDiverged, fit, train
+
+SAMPLES, N = 16, 16
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: on a busy machine thread hand-offs cost 100x the arithmetic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    """``u`` at time 0: smooth random fields; at time 1: the same fields low-pass filtered (a linear operator
+    an FNO learns in a few steps). Periodic 16x16 grid, 16 samples."""
+    rng = np.random.default_rng(0)
+    k = np.fft.fftfreq(N, 1 / N)
+    k2 = k[:, None] ** 2 + k[None, :] ** 2
+    noise = np.fft.fft2(rng.standard_normal((SAMPLES, N, N)))
+    u0 = np.fft.ifft2(noise * np.exp(-k2 / 8)).real
+    u1 = np.fft.ifft2(np.fft.fft2(u0) * np.exp(-k2 / 4)).real
+    u = np.stack([u0, u1], axis=1).astype(np.float32)
+    x = np.arange(N) / N
+    return write_dataset(tmp_path_factory.mktemp("data") / "smooth.nc", {"u": FieldSpec(u, "scalar", "1", "u")},
+                         x=x, y=x, time=np.arange(2.0), periodic=True, pde="low-pass filter", parameters={},
+                         seed=0, title="test data", source="tests/test_train.py")
+
+
+def config_for(data_file, out, *overrides: str) -> ExperimentConfig:
+    text = textwrap.dedent(f"""\
+        dataset: {{path: {data_file}, split: {{valid: 0.25, test: 0.0}}}}
+        task: {{inputs: [u], outputs: [u], times: {{mode: one_step, t_in: 0, t_out: 1}}}}
+        operators:
+          - name: fno
+            options: {{n_modes: [6, 6], hidden_channels: 8, n_layers: 2}}
+        training: {{epochs: 3, batch_size: 4, device: cpu, optimizer: {{lr: 1.0e-2}}, eval_samples: 2}}
+        experiment: {{name: test, out: {out}}}
+        """)
+    path = out / "config.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return load_config(path, overrides)
+
+
+def test_tiny_run_learns_and_logs_every_metric(data_file, tmp_path):
+    config = config_for(data_file, tmp_path)
+    result = train(config)
+    out = tmp_path / "test" / "fno"
+    assert result.out_dir == out and result.epochs == 3 and result.steps == 9
+    losses = [row["train_loss"] for row in result.metrics]
+    valid = [row["valid_rel_l2"] for row in result.metrics]
+    assert losses[-1] < 0.9 * losses[0] and valid[-1] < 0.9 * valid[0]
+    with (out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    assert list(rows[0]) == ["epoch", "step", "lr", "train_loss", "data_loss", "penalty", "valid_rel_l2",
+                             "equiv/Tx", "equiv/Ty", "equiv/R", "equiv/r1", "equiv/r2", "equiv/r3", "seconds"]
+    assert all(0 <= float(rows[-1][f"equiv/{g}"]) < 10 for g in ("Tx", "R", "r1"))
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
+    assert last["epoch"] == 3 and best["epoch"] == result.best_epoch
+    assert ExperimentConfig.from_dict(last["config"]) == config.for_run("fno")
+    assert set(last["normalization"]) == {"inputs", "outputs"}
+
+
+class KilledInEpoch:
+    """A loader that raises KeyboardInterrupt after the first batch of epoch ``kill`` (1-based): a kill."""
+
+    def __init__(self, loader, kill: int) -> None:
+        self.loader, self.kill, self.epoch = loader, kill, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch + 1
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if self.epoch == self.kill and i == 1:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def fit_run(data_file, out, init_seed: int, kill: int | None = None, resume: bool = False):
+    """Fresh objects (data, model, augmentation, promotion penalty, probe) and one call of ``fit``."""
+    spec = DataSpec(("u",), ("u",), TimeSelection("one_step", 0, 1))
+    train_set, valid_set = (FieldDataset(data_file, spec, split, fractions=(0.75, 0.25, 0.0))
+                            for split in ("train", "valid"))
+    in_type, out_type, grid = train_set.in_type, train_set.out_type, train_set.grid
+    torch.manual_seed(init_seed)
+    model = FieldFNO(in_type, out_type, n_modes=(6, 6), hidden_channels=8, n_layers=2)
+    train_loader = make_loader(train_set, 4, shuffle=True, seed=0)
+    valid_loader = make_loader(valid_set, 4, shuffle=False)
+    generators = algebra("se2")
+    return fit(
+        model, train_loader if kill is None else KilledInEpoch(train_loader, kill), valid_loader, out,
+        training=TrainingConfig(epochs=4, batch_size=4, device="cpu", optimizer={"lr": 1e-2}),
+        normalizers=fit_normalizers(train_set), augment=Augmenter(C4.elements, in_type, out_type),
+        penalty=NuclearPenalty(generators, in_type, out_type, grid, gamma=0.1, ramp_epochs=1),
+        probe=Probe(valid_set.read(0, 2)[0], in_type, out_type, grid, generators, C4), resume=resume,
+    )
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(data_file, tmp_path):
+    straight = fit_run(data_file, tmp_path / "straight", init_seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(data_file, tmp_path / "killed", init_seed=0, kill=3)
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 2
+    resumed = fit_run(data_file, tmp_path / "killed", init_seed=1, resume=True)  # other init: weights must load
+    assert (resumed.epochs, resumed.steps) == (straight.epochs, straight.steps) == (4, 12)
+    expected, got = straight.model.state_dict(), resumed.model.state_dict()
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected), "resumed weights differ from the straight run"
+
+    def without_time(rows):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert without_time(resumed.metrics) == without_time(straight.metrics)
+    with (tmp_path / "killed" / "metrics.csv").open() as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2, 3, 4]
+
+
+class NaNAfter(nn.Module):
+    """A model whose training forward returns NaN after ``calls`` calls."""
+
+    def __init__(self, model: nn.Module, calls: int) -> None:
+        super().__init__()
+        self.model, self.calls, self.limit = model, 0, calls
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        self.calls += self.training
+        out = self.model(u)
+        return out * math.nan if self.training and self.calls > self.limit else out
+
+
+def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(data_file, tmp_path):
+    spec = DataSpec(("u",), ("u",), TimeSelection("one_step", 0, 1))
+    train_set, valid_set = (FieldDataset(data_file, spec, split, fractions=(0.75, 0.25, 0.0))
+                            for split in ("train", "valid"))
+    model = NaNAfter(FieldFNO("u:scalar", "u:scalar", n_modes=(6, 6), hidden_channels=8, n_layers=2), calls=3)
+    with pytest.raises(TrainingDiverged) as info:
+        fit(model, make_loader(train_set, 4, True), make_loader(valid_set, 4, False), tmp_path,
+            training=TrainingConfig(epochs=3, batch_size=4, device="cpu"), normalizers=fit_normalizers(train_set))
+    message = str(info.value)
+    assert "loss is nan (data loss non-finite) at epoch 2, step 4; last finite loss" in message
+    assert f"{tmp_path / 'last.pt'} holds epoch 1" in message
+    assert "training.optimizer.lr, now 0.001" in message and "training.grad_clip" in message
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["epoch"] == 1 and all(bool(v.isfinite().all()) for v in last["model"].values())
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == 1
+
+
+def test_cli_train_runs_and_reports_errors_in_one_line(data_file, tmp_path, caplog):
+    config_for(data_file, tmp_path)
+    cfg, out = str(tmp_path / "config.yaml"), tmp_path / "cli"
+    assert main(["train", cfg, "training.epochs=1", "--out", str(out)]) == 0
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    caplog.set_level(logging.ERROR)
+    assert main(["train", cfg, "training.epochs=1", "--out", str(out)]) == 1
+    assert "already holds a run" in caplog.text and "--resume" in caplog.text
+    caplog.clear()
+    assert main(["train", cfg, "training.optimizer.lr=0"]) == 1
+    assert "training.optimizer.lr: Input should be greater than 0, got 0" in caplog.text
