@@ -15,7 +15,8 @@ directory (same file system), flushed to disk, and moved into place with ``os.re
 Layout (``FORMAT_VERSION`` 1)::
 
     format_version, epoch (completed epochs), step (optimiser steps), model, optimizer, scheduler,
-    rng {torch, cuda, numpy, python}, best {epoch, valid}, config, normalization, metrics [{name: float}]
+    penalty (a stateful penalty's state, e.g. tuned strengths; {} if none), rng {torch, cuda, numpy,
+    python}, best {epoch, valid}, config, normalization, metrics [{name: float}]
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-KEYS = ("format_version", "epoch", "step", "model", "optimizer", "scheduler", "rng", "best", "config",
+KEYS = ("format_version", "epoch", "step", "model", "optimizer", "scheduler", "penalty", "rng", "best", "config",
         "normalization", "metrics")
 _PLAIN = (torch.Tensor, int, float, bool, str, type(None))
 

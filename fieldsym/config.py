@@ -38,7 +38,7 @@ from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
 from fieldsym.groups import ALGEBRAS, NAMED, Generator, algebra, finite_group
 
-from fieldsym.penalties import Augmenter, LiePenalty, NuclearPenalty
+from fieldsym.penalties import Augmenter, LiePenalty, MixedPenalty, NuclearPenalty
 
 if TYPE_CHECKING:
     from fieldsym.data.spec import DataSpec
@@ -250,7 +250,23 @@ class Promoted(_Section):
     _split = field_validator("candidates", mode="before")(_generator_list)
 
 
-SymmetryConfig = Annotated[NoSymmetry | Augmented | Penalized | Promoted, Field(discriminator="mode")]
+class Mixed(_Section):
+    """``gamma * sum_j lambda_j ||L_xi_j F(u)||^2`` with one strength per generator, each multiplied by
+    ``(R_min / R_j)^p`` after the (0-based) epochs in ``update_epochs`` (Kim et al. 2023)."""
+
+    mode: Literal["mixed"]
+    generators: Generators = ["Tx", "Ty", "R"]
+    gamma: Annotated[float, Field(gt=0)] = 1.0
+    p: Annotated[float, Field(gt=0)] = 1.0
+    update_epochs: list[Annotated[int, Field(ge=0)]] = [1]
+    method: LieMethod = "fd1"
+    sub_batch: PositiveInt = 4
+    ramp_epochs: Annotated[int, Field(ge=0)] = 0
+
+    _split = field_validator("generators", mode="before")(_generator_list)
+
+
+SymmetryConfig = Annotated[NoSymmetry | Augmented | Penalized | Promoted | Mixed, Field(discriminator="mode")]
 
 
 class OperatorConfig(_Section):
@@ -332,7 +348,7 @@ def _tags(*sections: type[_Section]) -> tuple[str, ...]:
     return tuple(get_args(s.model_fields["mode"].annotation)[0] for s in sections)
 
 
-_TAGGED = {"symmetry": _tags(NoSymmetry, Augmented, Penalized, Promoted), "times": _tags(OneStep, MultiStep, Rollout)}
+_TAGGED = {"symmetry": _tags(NoSymmetry, Augmented, Penalized, Promoted, Mixed), "times": _tags(OneStep, MultiStep, Rollout)}
 
 
 class ExperimentConfig(_Section):
@@ -585,7 +601,7 @@ def build_model(op: OperatorConfig, in_type: FieldType, out_type: FieldType,
 
 
 def build_symmetry(op: OperatorConfig, in_type: FieldType, out_type: FieldType,
-                   grid: Grid) -> tuple[Augmenter | None, LiePenalty | NuclearPenalty | None]:
+                   grid: Grid) -> tuple[Augmenter | None, LiePenalty | NuclearPenalty | MixedPenalty | None]:
     """``(augment, penalty)`` for the operator's symmetry mode; either may be ``None``.
 
     ``augment(x, y) -> (x, y)`` transforms a batch; ``penalty(model, x, epoch, prediction) -> (value, info)``.
@@ -606,6 +622,11 @@ def build_symmetry(op: OperatorConfig, in_type: FieldType, out_type: FieldType,
         candidates = _generators(sym.candidates, in_type, f"{where}.candidates")
         return None, NuclearPenalty(candidates, in_type, out_type, grid, gamma=sym.gamma, delta=sym.delta,
                                     method=sym.method, sub_batch=sym.sub_batch, ramp_epochs=sym.ramp_epochs)
+    if sym.mode == "mixed":
+        generators = _generators(sym.generators, in_type, f"{where}.generators")
+        return None, MixedPenalty(generators, in_type, out_type, grid, gamma=sym.gamma, p=sym.p,
+                                  update_epochs=sym.update_epochs, method=sym.method, sub_batch=sym.sub_batch,
+                                  ramp_epochs=sym.ramp_epochs)
     return None, None
 
 

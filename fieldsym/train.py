@@ -158,7 +158,8 @@ def fit(
     Loaders yield physical ``(x (B, C_in, H, W), y (B, C_out, H, W))``; a loader with ``set_epoch`` gets it
     before each epoch. ``normalizers``: ``(inputs, outputs)``; the model sees normalised fields.
     ``augment(x, y) -> (x, y)``; ``penalty(model, x, epoch, prediction) -> (value, info)`` on normalised
-    ``x``. ``config``: plain data stored in the checkpoints. ``periodic``: ``(y, x)``, for the H1 loss's
+    ``x``; a penalty with ``end_epoch(epoch)`` is told when each (0-based) epoch ends, and one with
+    ``state_dict``/``load_state_dict`` (tuned strengths) is checkpointed and resumed. ``config``: plain data stored in the checkpoints. ``periodic``: ``(y, x)``, for the H1 loss's
     differences. Raises :class:`TrainingDiverged` on a
     non-finite loss, leaving ``last.pt`` at the last finished epoch.
     """
@@ -170,7 +171,8 @@ def fit(
                                   weight_decay=training.optimizer.weight_decay)
     scheduler = make_scheduler(optimizer, training)
     loss_fn = make_loss(training.loss, periodic)
-    epoch, step, best, metrics = _start(out_dir, resume, training.seed, model, optimizer, scheduler, config)
+    epoch, step, best, metrics = _start(out_dir, resume, training.seed, model, optimizer, scheduler, penalty,
+                                        config)
     writer = SummaryWriter(out_dir / "tensorboard", purge_step=epoch + 1 if epoch else None)
     try:
         while epoch < training.epochs:
@@ -181,6 +183,8 @@ def fit(
             totals, step = _train_epoch(operator, train_loader, optimizer, loss_fn, training, device, amp,
                                         augment, penalty, epoch, step, metrics, out_dir)
             scheduler.step()
+            if hasattr(penalty, "end_epoch"):
+                penalty.end_epoch(epoch)  # a tuned penalty (MixedPenalty) updates its strengths here
             epoch += 1
             model.eval()
             row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"], **totals,
@@ -192,7 +196,8 @@ def fit(
             if improved:
                 best = {"epoch": epoch, "valid": row["valid_rel_l2"]}
             _record(out_dir, writer, metrics, row)
-            state = _checkpoint_state(epoch, step, model, optimizer, scheduler, best, config, normalizers, metrics)
+            state = _checkpoint_state(epoch, step, model, optimizer, scheduler, penalty, best, config, normalizers,
+                                      metrics)
             save_checkpoint(out_dir / "last.pt", state)
             if improved:
                 save_checkpoint(out_dir / "best.pt", state)
@@ -324,7 +329,7 @@ def _interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, config):
+def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, penalty, config):
     """``(epoch, step, best, metrics)`` of a fresh run, or restored from ``out_dir/last.pt``."""
     last = out_dir / "last.pt"
     if not resume:
@@ -336,7 +341,7 @@ def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, 
         return 0, 0, {"epoch": 0, "valid": math.inf}, []
     if not last.exists():
         logger.info("nothing to resume in %s: starting a new run", out_dir)
-        return _start(out_dir, False, seed, model, optimizer, scheduler, config)
+        return _start(out_dir, False, seed, model, optimizer, scheduler, penalty, config)
     state = load_checkpoint(last)
     if config is not None and state["config"] != config:
         logger.warning("%s was written with a different config; continuing with the checkpoint's weights and "
@@ -344,17 +349,21 @@ def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, 
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if hasattr(penalty, "load_state_dict"):
+        penalty.load_state_dict(state["penalty"])
     restore_rng(state["rng"])
     logger.info("resuming %s from epoch %d (step %d)", out_dir, state["epoch"], state["step"])
     best = {"epoch": state["best"]["epoch"], "valid": state["best"]["valid"]}
     return state["epoch"], state["step"], best, list(state["metrics"])
 
 
-def _checkpoint_state(epoch, step, model, optimizer, scheduler, best, config, normalizers, metrics) -> dict:
+def _checkpoint_state(epoch, step, model, optimizer, scheduler, penalty, best, config, normalizers,
+                      metrics) -> dict:
     in_norm, out_norm = normalizers
     return {
         "format_version": FORMAT_VERSION, "epoch": epoch, "step": step, "model": model_state(model),
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": capture_rng(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "penalty": penalty.state_dict() if hasattr(penalty, "state_dict") else {}, "rng": capture_rng(),
         "best": dict(best), "config": config or {},
         "normalization": {"inputs": in_norm.state_dict(), "outputs": out_norm.state_dict()},
         "metrics": [dict(row) for row in metrics],

@@ -24,7 +24,8 @@ def state() -> dict:
     scheduler.step()
     return {
         "format_version": FORMAT_VERSION, "epoch": 1, "step": 1, "model": model_state(model),
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": capture_rng(),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "penalty": {"strengths": {"Tx": 1.0, "R": 0.25}}, "rng": capture_rng(),
         "best": {"epoch": 1, "valid": 0.5}, "config": {"training": {"epochs": 3}, "name": None},
         "normalization": {"inputs": {"field_type": "u:scalar", "shift": torch.zeros(1), "scale": torch.ones(1)}},
         "metrics": [{"epoch": 1, "train_loss": 0.7}],

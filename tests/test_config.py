@@ -11,7 +11,7 @@ from fieldsym.config import (ConfigError, ExperimentConfig, apply_overrides, bui
                              build_symmetry, dataset_path, load_config, parse_override)
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
-from fieldsym.penalties import Augmenter, LiePenalty, NuclearPenalty
+from fieldsym.penalties import Augmenter, LiePenalty, MixedPenalty, NuclearPenalty
 
 BASE = textwrap.dedent("""\
     dataset:
@@ -71,7 +71,7 @@ def test_bad_choice_lists_the_allowed_values(tmp_path):
     lines = [line.split("exp.yaml: ", 1)[1] for line in message.splitlines()]
     assert lines == [
         "operators[0].kind: expected one of fno, gfno, averaged, got 'gfn0'",
-        "operators[1].symmetry.mode: expected one of none, augmented, penalized, promoted, got 'bogus'",
+        "operators[1].symmetry.mode: expected one of none, augmented, penalized, promoted, mixed, got 'bogus'",
         "training.loss: expected one of l2, h1, got 'l3'",
     ]
 
@@ -177,6 +177,9 @@ def test_builders_translate_operators_and_symmetry_modes(tmp_path):
     assert none is None and isinstance(promoted, NuclearPenalty) and promoted.gamma == pytest.approx(0.01)
     penalized = config.with_overrides(["operators[1].symmetry={mode: penalized, generators: translations}"])
     assert isinstance(build_symmetry(penalized.operators[1], in_type, out_type, grid)[1], LiePenalty)
+    mixed = config.with_overrides(["operators[1].symmetry={mode: mixed, generators: Tx+R, update_epochs: [2]}"])
+    tuned = build_symmetry(mixed.operators[1], in_type, out_type, grid)[1]
+    assert isinstance(tuned, MixedPenalty) and tuned.names == ["Tx", "R"] and tuned.update_epochs == {2}
     with pytest.raises(ConfigError, match=r"operators\[augmented\].symmetry.group: C4 needs a square grid"):
         build_symmetry(config.operators[2], in_type, out_type, Grid.regular((16, 8)))
     bad = config.with_overrides(["operators[0].options.widht=3"])

@@ -23,7 +23,7 @@ from fieldsym.data.spec import DataSpec, TimeSelection
 from fieldsym.data.writer import FieldSpec, write_dataset
 from fieldsym.groups import C4, algebra
 from fieldsym.models import FieldFNO
-from fieldsym.penalties import Augmenter, NuclearPenalty
+from fieldsym.penalties import Augmenter, MixedPenalty, NuclearPenalty
 from fieldsym.train import Probe, TrainingDiverged, fit, train
 
 SAMPLES, N = 16, 16
@@ -109,8 +109,8 @@ class KilledInEpoch:
             yield batch
 
 
-def fit_run(data_file, out, init_seed: int, kill: int | None = None, resume: bool = False):
-    """Fresh objects (data, model, augmentation, promotion penalty, probe) and one call of ``fit``."""
+def fit_run(data_file, out, penalty_class, init_seed: int, kill: int | None = None, resume: bool = False):
+    """Fresh objects (data, model, augmentation, penalty, probe) and one call of ``fit``."""
     spec = DataSpec(("u",), ("u",), TimeSelection("one_step", 0, 1))
     train_set, valid_set = (FieldDataset(data_file, spec, split, fractions=(0.75, 0.25, 0.0))
                             for split in ("train", "valid"))
@@ -120,21 +120,28 @@ def fit_run(data_file, out, init_seed: int, kill: int | None = None, resume: boo
     train_loader = make_loader(train_set, 4, shuffle=True, seed=0)
     valid_loader = make_loader(valid_set, 4, shuffle=False)
     generators = algebra("se2")
+    penalty = (NuclearPenalty(generators, in_type, out_type, grid, gamma=0.1, ramp_epochs=1)
+               if penalty_class is NuclearPenalty else
+               MixedPenalty(generators, in_type, out_type, grid, gamma=0.1, update_epochs=(1,)))
     return fit(
         model, train_loader if kill is None else KilledInEpoch(train_loader, kill), valid_loader, out,
         training=TrainingConfig(epochs=4, batch_size=4, device="cpu", optimizer={"lr": 1e-2}),
         normalizers=fit_normalizers(train_set), augment=Augmenter(C4.elements, in_type, out_type),
-        penalty=NuclearPenalty(generators, in_type, out_type, grid, gamma=0.1, ramp_epochs=1),
+        penalty=penalty,
         probe=Probe(valid_set.read(0, 2)[0], in_type, out_type, grid, generators, C4), resume=resume,
     )
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(data_file, tmp_path):
-    straight = fit_run(data_file, tmp_path / "straight", init_seed=0)
+@pytest.mark.parametrize("penalty_class", [NuclearPenalty, MixedPenalty])
+def test_kill_and_resume_reproduces_the_uninterrupted_run(data_file, tmp_path, penalty_class):
+    """Augmentation draws random elements (RNG state), the loader reshuffles by epoch, promotion ramps up
+    and the mixed penalty tunes its strengths after epoch 2: all must continue as if never stopped."""
+    straight = fit_run(data_file, tmp_path / "straight", penalty_class, init_seed=0)
     with pytest.raises(KeyboardInterrupt):
-        fit_run(data_file, tmp_path / "killed", init_seed=0, kill=3)
+        fit_run(data_file, tmp_path / "killed", penalty_class, init_seed=0, kill=3)
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 2
-    resumed = fit_run(data_file, tmp_path / "killed", init_seed=1, resume=True)  # other init: weights must load
+    # Other initial weights: the checkpoint's must replace them.
+    resumed = fit_run(data_file, tmp_path / "killed", penalty_class, init_seed=1, resume=True)
     assert (resumed.epochs, resumed.steps) == (straight.epochs, straight.steps) == (4, 12)
     expected, got = straight.model.state_dict(), resumed.model.state_dict()
     assert expected.keys() == got.keys()
