@@ -75,18 +75,16 @@ class _Section(BaseModel):
 
 def _generator_list(value: Any) -> Any:
     """``"se2+scalings"`` -> ``["se2", "scalings"]``; names are checked against fieldsym.groups."""
-    parts = value.split("+") if isinstance(value, str) else value
-    if isinstance(parts, list):
-        for part in parts:
-            if not isinstance(part, str):
-                continue
-            name = part.strip()
-            if name not in ALGEBRAS and name not in NAMED and name != "scalings" and not name.startswith("scale:"):
-                known = ", ".join([*ALGEBRAS, *NAMED, "scalings", "scale:<field>"])
-                raise PydanticCustomError("generator", "unknown generator or algebra {name}; known: {known}",
-                                          {"name": repr(name), "known": known})
-        return [p.strip() if isinstance(p, str) else p for p in parts]
-    return value
+    names = value.split("+") if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return value  # pydantic reports the wrong type
+    names = [n.strip() for n in names]
+    for name in names:
+        if name not in ALGEBRAS and name not in NAMED and name != "scalings" and not name.startswith("scale:"):
+            known = ", ".join([*ALGEBRAS, *NAMED, "scalings", "scale:<field>"])
+            raise PydanticCustomError("generator", "unknown generator or algebra {name}; known: {known}",
+                                      {"name": repr(name), "known": known})
+    return names
 
 
 Generators = Annotated[list[str], Field(min_length=1)]
@@ -348,7 +346,10 @@ def _tags(*sections: type[_Section]) -> tuple[str, ...]:
     return tuple(get_args(s.model_fields["mode"].annotation)[0] for s in sections)
 
 
-_TAGGED = {"symmetry": _tags(NoSymmetry, Augmented, Penalized, Promoted, Mixed), "times": _tags(OneStep, MultiStep, Rollout)}
+_TAGGED = {
+    "symmetry": _tags(NoSymmetry, Augmented, Penalized, Promoted, Mixed),
+    "times": _tags(OneStep, MultiStep, Rollout),
+}
 
 
 class ExperimentConfig(_Section):
@@ -395,7 +396,8 @@ class ExperimentConfig(_Section):
             return self.operators[0]
         if name in names:
             return self.operators[names.index(name)]
-        raise ConfigError(f"operators: no operator {name!r}; choose one of {', '.join(names)}")
+        problem = f"no operator {name!r}" if name is not None else f"{len(names)} operators"
+        raise ConfigError(f"operators: {problem}; choose one of {', '.join(names)}")
 
     def for_run(self, operator: str | None = None, train_size: int | None = None,
                 seed: int | None = None) -> ExperimentConfig:
@@ -423,8 +425,7 @@ class _Loader(yaml.SafeLoader):
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$|^[-+]?(?:\d[\d_]*\.[\d_]*|\.\d[\d_]*)$"
-               r"|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)[eE][-+]?\d+$"),
     list("-+0123456789."),
 )
 

@@ -155,13 +155,16 @@ def fit(
     """Train ``model`` for ``training.epochs`` epochs, writing ``metrics.csv``, TensorBoard events,
     ``last.pt`` and ``best.pt`` to ``out_dir``; with ``resume``, continue from ``out_dir/last.pt``.
 
-    Loaders yield physical ``(x (B, C_in, H, W), y (B, C_out, H, W))``; a loader with ``set_epoch`` gets it
-    before each epoch. ``normalizers``: ``(inputs, outputs)``; the model sees normalised fields.
-    ``augment(x, y) -> (x, y)``; ``penalty(model, x, epoch, prediction) -> (value, info)`` on normalised
-    ``x``; a penalty with ``end_epoch(epoch)`` is told when each (0-based) epoch ends, and one with
-    ``state_dict``/``load_state_dict`` (tuned strengths) is checkpointed and resumed. ``config``: plain data stored in the checkpoints. ``periodic``: ``(y, x)``, for the H1 loss's
-    differences. Raises :class:`TrainingDiverged` on a
-    non-finite loss, leaving ``last.pt`` at the last finished epoch.
+    - loaders yield physical ``(x (B, C_in, H, W), y (B, C_out, H, W))``; one with ``set_epoch`` gets the
+      0-based epoch before each epoch (the reshuffle must be a function of it for an exact resume);
+    - ``normalizers``: ``(inputs, outputs)``; the model sees normalised fields, the loss physical ones;
+    - ``augment(x, y) -> (x, y)`` on physical batches;
+    - ``penalty(model, x, epoch, prediction) -> (value, info)`` on normalised ``x``; one with
+      ``end_epoch(epoch)`` is told when each 0-based epoch ends, and one with ``state_dict`` /
+      ``load_state_dict`` (tuned strengths) is checkpointed and resumed;
+    - ``config``: plain data stored in the checkpoints; ``periodic``: ``(y, x)``, for the H1 loss.
+
+    Raises :class:`TrainingDiverged` on a non-finite loss, leaving ``last.pt`` at the last finished epoch.
     """
     out_dir = Path(out_dir)
     device, amp = resolve_device(training)
@@ -203,8 +206,8 @@ def fit(
                 save_checkpoint(out_dir / "best.pt", state)
             logger.info("epoch %d/%d  %s", epoch, training.epochs, _summary(row))
     except KeyboardInterrupt:
-        logger.warning("interrupted in epoch %d; %s holds epoch %d: continue with resume", epoch + 1,
-                       out_dir / "last.pt", epoch)
+        kept = f"{out_dir / 'last.pt'} holds epoch {epoch}: continue with resume" if epoch else "nothing saved yet"
+        logger.warning("interrupted in epoch %d; %s", epoch + 1, kept)
         raise
     finally:
         writer.close()
@@ -276,8 +279,9 @@ def _divergence_message(loss, data_loss, penalty_value, epoch, step, last_finite
             else "no checkpoint was written (it failed in the first epoch)")
     clip = ("lower training.grad_clip" if training.grad_clip is not None
             else "enable gradient clipping (training.grad_clip=1.0)")
-    return (f"training diverged: loss is {float(loss.detach())} ({which} non-finite) at epoch {epoch + 1}, step {step + 1}; "
-            f"last finite loss {last_finite:.6g}. Stopped; {kept}. Lower the learning rate "
+    previous = "no step had a finite loss" if math.isnan(last_finite) else f"last finite loss {last_finite:.6g}"
+    return (f"training diverged: loss is {float(loss.detach())} ({which} non-finite) at epoch {epoch + 1}, "
+            f"step {step + 1}; {previous}. Stopped; {kept}. Lower the learning rate "
             f"(training.optimizer.lr, now {training.optimizer.lr:g}) or {clip}"
             + (", or lower the penalty's gamma" if which == "penalty" else ""))
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from fieldsym.checkpoint import load_checkpoint
 from fieldsym.cli import main
-from fieldsym.config import ExperimentConfig, TrainingConfig, load_config
+from fieldsym.config import ConfigError, ExperimentConfig, TrainingConfig, load_config
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.data.loader import make_loader
 from fieldsym.data.normalization import fit_normalizers
@@ -90,6 +90,15 @@ def test_tiny_run_learns_and_logs_every_metric(data_file, tmp_path):
     assert last["epoch"] == 3 and best["epoch"] == result.best_epoch
     assert ExperimentConfig.from_dict(last["config"]) == config.for_run("fno")
     assert set(last["normalization"]) == {"inputs", "outputs"}
+
+
+def test_train_size_takes_the_first_training_samples(data_file, tmp_path):
+    config = config_for(data_file, tmp_path, "training.epochs=1", "experiment.train_sizes=[4]")
+    result = train(config, tmp_path / "four")
+    assert result.steps == 1  # 4 samples, batch size 4
+    assert load_checkpoint(tmp_path / "four" / "last.pt")["config"]["experiment"]["train_sizes"] == [4]
+    with pytest.raises(ConfigError, match="13 training samples asked, the training split of .* has 12"):
+        train(config, tmp_path / "too-many", train_size=13)
 
 
 class KilledInEpoch:
