@@ -185,12 +185,13 @@ def fit(
             model.train()
             totals, step = _train_epoch(operator, train_loader, optimizer, loss_fn, training, device, amp,
                                         augment, penalty, epoch, step, metrics, out_dir)
+            lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
             scheduler.step()
             if hasattr(penalty, "end_epoch"):
                 penalty.end_epoch(epoch)  # a tuned penalty (MixedPenalty) updates its strengths here
             epoch += 1
             model.eval()
-            row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"], **totals,
+            row = {"epoch": epoch, "step": step, "lr": lr, **totals,
                    "valid_rel_l2": evaluate(operator, valid_loader, device, amp)}
             row.update(probe.measure(operator) if probe is not None else {})
             row["seconds"] = time.perf_counter() - started
@@ -432,6 +433,22 @@ def train(config: ExperimentConfig, out_dir: str | Path | None = None, resume: b
                 op.kind, op.symmetry.mode, len(train_set), in_type, out_type, *grid.shape, out_dir)
     return fit(model, *loaders, out_dir, training=t, normalizers=normalizers, augment=augment, penalty=penalty,
                probe=probe, config=run.to_dict(), periodic=grid.periodic, resume=resume)
+
+
+def load_operator(path: str | Path, grid: Grid | None = None, device: str | torch.device = "cpu"
+                  ) -> NormalizedOperator:
+    """The trained operator of a checkpoint written by :func:`train` (physical fields in and out), in eval mode.
+
+    The model is rebuilt from the checkpoint's config and field types; ``grid`` gives the periodicity of
+    group-equivariant kinds whose options do not name it (as :func:`train` did).
+    """
+    state = load_checkpoint(path, map_location=device)
+    config = ExperimentConfig.from_dict(state["config"], f"{path} (config)")
+    in_norm, out_norm = (FieldNormalizer.from_state_dict(state["normalization"][side])
+                         for side in ("inputs", "outputs"))
+    model = build_model(config.operators[0], in_norm.field_type, out_norm.field_type, grid)
+    model.load_state_dict(state["model"])
+    return NormalizedOperator(model, in_norm, out_norm).to(device).eval()
 
 
 def _datasets(config: ExperimentConfig, train_size: int | None):
