@@ -129,7 +129,8 @@ class SplitConfig(_Section):
 
 
 class DatasetConfig(_Section):
-    """Either ``generate`` (a solver run) or ``path`` (a file or a folder of split files) with a mapping.
+    """Either ``generate`` (a solver run) or ``path`` (a file or a folder of ``train.nc``, ``valid.nc``,
+    ``test.nc``; relative to the working directory, like ``experiment.out``) with a mapping.
 
     ``variables``: field name -> the variable it is read from, or ``[u_var, v_var]`` for a vector made of
     two scalar variables; fields not listed are read from the variable of the same name.
