@@ -483,9 +483,9 @@ class _FirstSamples:
         self._check(start, stop)
         return self.dataset.read(start, stop)
 
-    def read_into(self, start: int, stop: int, x, y, rows=None) -> None:
+    def read_into(self, start: int, stop: int, *destinations) -> None:
         self._check(start, stop)
-        self.dataset.read_into(start, stop, x, y, rows)
+        self.dataset.read_into(start, stop, *destinations)
 
     def _check(self, start: int, stop: int) -> None:
         if not 0 <= start < stop <= self._items:
