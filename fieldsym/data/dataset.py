@@ -132,14 +132,15 @@ class FieldDataset(torch.utils.data.Dataset):
         H, W = self.grid.shape
         x = torch.empty(n, self.in_type.num_channels, H, W)
         y = torch.empty(n, self.out_type.num_channels, H, W)
-        self.read_into(start, stop, x, y)
+        self.read_into(start, stop, x.unbind(0), y.unbind(0))
         return x, y
 
-    def read_into(self, start: int, stop: int, x: torch.Tensor, y: torch.Tensor,
-                  rows: torch.Tensor | None = None) -> None:
-        """Write items ``start .. stop - 1`` into rows ``rows`` (default ``0 .. n - 1``) of ``x``, ``y``.
+    def read_into(self, start: int, stop: int, x_rows: Sequence[torch.Tensor],
+                  y_rows: Sequence[torch.Tensor]) -> None:
+        """Write item ``start + i`` into ``x_rows[i]`` ``(C_in, H, W)`` and ``y_rows[i]`` ``(C_out, H, W)``.
 
-        Reads each variable once, as one block, and copies it once into place.
+        Reads each variable once, as one block, and copies each item once into place; the rows may
+        belong to different tensors (the loader writes straight into shuffled batches).
         """
         if not 0 <= start < stop <= len(self):
             raise IndexError(f"items {start}..{stop - 1} out of range for a dataset of {len(self)} items")
@@ -149,8 +150,8 @@ class FieldDataset(torch.utils.data.Dataset):
         blocks = {v: self._read_variable(v, positions, local, bases) for v in self.spec.variables}
         r = self.resolved
         in_steps = [(int(o), sel) for o in r.in_offsets for sel in r.spec.inputs]
-        _place(x, in_steps, blocks, self._offsets, rows)
-        _place(y, [(r.out_offset, sel) for sel in r.spec.outputs], blocks, self._offsets, rows)
+        _place(x_rows, in_steps, blocks, self._offsets)
+        _place(y_rows, [(r.out_offset, sel) for sel in r.spec.outputs], blocks, self._offsets)
 
     def _read_variable(self, name: str, positions: np.ndarray, local: np.ndarray,
                        bases: np.ndarray) -> torch.Tensor:
@@ -250,24 +251,23 @@ def _gather(data: torch.Tensor, local: np.ndarray, t_local: np.ndarray) -> torch
     return data[torch.from_numpy(local)[:, None], torch.from_numpy(t_local)]
 
 
-def _place(out: torch.Tensor, steps, blocks, offsets, rows: torch.Tensor | None) -> None:
-    """Copy each ``(offset, selection)`` into its channels of ``out`` ``(N, C, H, W)``, in order.
+def _place(rows: Sequence[torch.Tensor], steps, blocks, offsets) -> None:
+    """Copy each ``(offset, selection)`` into its channels of every item's row ``(C, H, W)``, in order.
 
     A scalar variable fills one channel, a stored vector two, and the two scalars of a mapped vector
-    fill its two channels one after the other: each block is copied exactly once.
+    fill its two channels one after the other: each block is copied exactly once, row by row (one
+    contiguous copy per item and variable, so rows may live in different batch tensors).
     """
     channel = 0
     for offset, sel in steps:
         for name in sel.variables:
             part = blocks[name][:, int(np.searchsorted(offsets[name], offset))]
             part = part[:, None] if part.ndim == 3 else part
-            target = out[:, channel:channel + part.shape[1]]
-            if rows is None:
-                target[:part.shape[0]] = part
-            else:
-                target.index_copy_(0, rows, part)
-            channel += part.shape[1]
-    assert channel == out.shape[1], "in_type/out_type channel counts match the selections"
+            width = part.shape[1]
+            for row, source in zip(rows, part):
+                row[channel:channel + width].copy_(source)
+            channel += width
+    assert channel == rows[0].shape[0], "in_type/out_type channel counts match the selections"
 
 
 # -- stores -----------------------------------------------------------------------------------------------

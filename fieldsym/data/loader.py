@@ -103,41 +103,58 @@ def _rank_share(n: int, batch_size: int, rank: int, world_size: int, drop_last: 
 
 
 class _EpochStream(IterableDataset):
-    """Yields the batches of one rank's epoch plan; inside a DataLoader worker, only its own tasks."""
+    """Yields the batches of one rank's epoch; inside a DataLoader worker, only that worker's tasks.
 
-    def __init__(self, dataset: FieldDataset, plan: EpochPlan, shuffle: bool, seed: int, epoch: int,
-                 rank: int) -> None:
+    The epoch lives in a one-element shared-memory tensor, so persistent workers see
+    :meth:`FieldLoader.set_epoch` without being restarted.
+    """
+
+    def __init__(self, dataset: FieldDataset, options: dict) -> None:
         self.dataset = dataset
-        self.plan = plan
-        self.shuffle = shuffle
-        self.key = (seed, epoch, rank)
+        self.options = options
+        self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def plan(self) -> EpochPlan:
+        return plan_epoch(len(self.dataset), epoch=int(self.epoch), **self.options)
 
     def __iter__(self) -> Iterator[Batch]:
+        plan = self.plan()
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for t in range(worker, len(self.plan.tasks), workers):
-            yield from self._task(t)
+        for t in range(worker, len(plan.tasks), workers):
+            yield from self._task(plan, t)
 
-    def _task(self, t: int) -> Iterator[Batch]:
-        first, end = self.plan.tasks[t]
-        bounds = np.concatenate([[0], np.cumsum(self.plan.batch_sizes)])
-        items = self.plan.order[bounds[first]:bounds[end]]
-        n = len(items)
+    def _task(self, plan: EpochPlan, t: int) -> Iterator[Batch]:
+        first, end = plan.tasks[t]
+        bounds = np.concatenate([[0], np.cumsum(plan.batch_sizes)])
+        items = plan.order[bounds[first]:bounds[end]]
+        # One tensor per batch (not one per task: smaller allocations are reused by the allocator
+        # instead of being page-faulted in afresh); in a worker, in shared memory.
         H, W = self.dataset.grid.shape
-        x = torch.empty(n, self.dataset.in_type.num_channels, H, W)
-        y = torch.empty(n, self.dataset.out_type.num_channels, H, W)
+        shared = get_worker_info() is not None
+        batches = [(_empty((int(n), self.dataset.in_type.num_channels, H, W), shared),
+                    _empty((int(n), self.dataset.out_type.num_channels, H, W), shared))
+                   for n in plan.batch_sizes[first:end]]
+        x_rows = [row for x, _ in batches for row in x.unbind(0)]
+        y_rows = [row for _, y in batches for row in y.unbind(0)]
         # Item k of the task lands in row destination[k]: shuffling is done by where we write.
-        destination = (torch.from_numpy(np.random.default_rng([*self.key, t]).permutation(n))
-                       if self.shuffle else None)
+        o = self.options
+        destination = (np.random.default_rng([o["seed"], int(self.epoch), o["rank"], t]).permutation(len(items))
+                       if o["shuffle"] else np.arange(len(items)))
         for lo, hi in _runs(items):
-            rows = None if destination is None else destination[lo:hi]
-            if rows is None:
-                self.dataset.read_into(int(items[lo]), int(items[hi - 1]) + 1, x[lo:hi], y[lo:hi])
-            else:
-                self.dataset.read_into(int(items[lo]), int(items[hi - 1]) + 1, x, y, rows)
-        local = bounds[first:end + 1] - bounds[first]
-        for b0, b1 in zip(local[:-1], local[1:]):
-            yield x[b0:b1], y[b0:b1]
+            self.dataset.read_into(int(items[lo]), int(items[hi - 1]) + 1,
+                                   [x_rows[k] for k in destination[lo:hi]],
+                                   [y_rows[k] for k in destination[lo:hi]])
+        yield from batches
+
+
+def _empty(shape: tuple[int, ...], shared: bool) -> torch.Tensor:
+    """An uninitialised float32 tensor; in a worker, allocated in shared memory so that handing its
+    batches to the main process copies nothing (the same allocation ``default_collate`` makes)."""
+    if not shared:
+        return torch.empty(shape)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape) * 4)
+    return torch.empty(0).set_(storage, 0, shape)
 
 
 def _runs(items: np.ndarray) -> list[tuple[int, int]]:
@@ -157,39 +174,40 @@ class FieldLoader:
                  world_size: int, num_workers: int, device: torch.device, drop_last: bool,
                  block_size: int, shuffle_buffer: int, seed: int, pin_memory: bool) -> None:
         self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.rank, self.world_size = rank, world_size
-        self.num_workers = num_workers
         self.device = device
-        self.drop_last = drop_last
-        self.block_size, self.shuffle_buffer = block_size, shuffle_buffer
-        self.seed = seed
-        self.pin_memory = pin_memory
-        self.epoch = 0
-        self.plan()  # fail now, not at the first epoch, on impossible sharding
+        self._stream = _EpochStream(dataset, dict(
+            batch_size=batch_size, rank=rank, world_size=world_size, shuffle=shuffle, drop_last=drop_last,
+            block_size=block_size, shuffle_buffer=shuffle_buffer, seed=seed))
+        plan = self.plan()  # fail now, not at the first epoch, on impossible sharding
+        self._num_workers = min(num_workers, len(plan.tasks))
+        self._pin_memory = pin_memory
+        self._loader: DataLoader | None = None
+
+    @property
+    def epoch(self) -> int:
+        return int(self._stream.epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the block order and buffer shuffles of ``epoch`` (the same on every rank)."""
-        self.epoch = epoch
+        self._stream.epoch.fill_(epoch)
 
     def plan(self) -> EpochPlan:
-        return plan_epoch(len(self.dataset), self.batch_size, rank=self.rank, world_size=self.world_size,
-                          shuffle=self.shuffle, drop_last=self.drop_last, block_size=self.block_size,
-                          shuffle_buffer=self.shuffle_buffer, seed=self.seed, epoch=self.epoch)
+        """This rank's plan for the current epoch."""
+        return self._stream.plan()
 
     def __len__(self) -> int:
         """Batches per epoch; the same on every rank."""
         return len(self.plan().batch_sizes)
 
     def __iter__(self) -> Iterator[Batch]:
-        stream = _EpochStream(self.dataset, self.plan(), self.shuffle, self.seed, self.epoch, self.rank)
-        workers = min(self.num_workers, len(stream.plan.tasks))
-        if workers:
-            self.dataset.close()  # each worker opens its own handle; never share one across a fork
-        loader = DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=self.pin_memory,
-                            prefetch_factor=2 if workers else None)
-        return iter(DevicePrefetcher(loader, self.device))
+        if self._loader is None:
+            if self._num_workers:
+                self.dataset.close()  # each worker opens its own handle; never share one across a fork
+            # Persistent workers: started once, not once per epoch.
+            self._loader = DataLoader(self._stream, batch_size=None, num_workers=self._num_workers,
+                                      pin_memory=self._pin_memory, persistent_workers=self._num_workers > 0,
+                                      prefetch_factor=2 if self._num_workers else None)
+        return iter(DevicePrefetcher(self._loader, self.device))
 
 
 def make_loader(
