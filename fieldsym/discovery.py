@@ -2,10 +2,16 @@
 others broken?
 
 Discovery is the dual of enforcement (Otto et al. 2023): stack the Lie derivatives of the operator
-over a candidate algebra into ``M = [m_1 ... m_k]`` (the columns of :class:`fieldsym.penalties.
-NuclearPenalty`, with the same per-sample normalisation) on held-out inputs. ``M c = 0`` iff the
-generator ``sum_j c_j xi_j`` (in normalised units) is a symmetry, so the right singular vectors with
-small singular values span the symmetry subalgebra.
+over a candidate algebra into ``M = [m_1 ... m_k]`` on held-out inputs. ``M c = 0`` iff the generator
+``sum_j c_j xi_j`` (in column units) is a symmetry, so the right singular vectors with small singular
+values span the symmetry subalgebra.
+
+Columns are *relative*: ``m_j = w L_j F(u) / (||w DF(u)[xi_j.u]|| + ||w xi_j.F(u)||)`` (norms over the
+batch, ``w`` the interior window for rotations and dilations on a periodic box), the continuous error
+of DESIGN.md section 1. Unlike the promoted penalty's normalisation by input motion (right for a loss:
+it cannot be lowered by shrinking the output), this makes singular values comparable across operators
+of any gain, and with the floor of a reference operator. One scale per column keeps combinations
+(``Tx - Ty``) exact null vectors.
 
 What is reported, and why:
 
@@ -13,10 +19,10 @@ What is reported, and why:
 - a *threshold sweep*: the null-space dimension for every threshold on a log grid, instead of one
   magic tolerance; the suggested threshold sits in the largest gap;
 - the *discretisation floor*: the same computation on a reference operator that is exactly symmetric
-  in the continuum under every geometric candidate — the channel-wise cube ``u^3`` with every channel
-  taken as a scalar (so translations, rotations and dilations only move the base) — on the same
-  inputs: it aliases and feels the seam like a real nonlinear operator, so values near it mean
-  "symmetric within discretisation";
+  in the continuum under every geometric candidate — the channel-wise ``r gelu(u / r)`` (``r`` the RMS
+  of the inputs) with every channel taken as a scalar, so translations, rotations and dilations only
+  move the base — on the same inputs: like a trained operator with pointwise nonlinearities it aliases
+  and feels the seam, so values near it mean "symmetric within discretisation";
 - null directions as named combinations in the generators' own units (``1.00 Tx``,
   ``0.71 Tx - 0.71 Ty``; the normalised singular vector ``v`` is the raw combination ``v / scale``,
   renormalised): a null space of dimension
@@ -37,8 +43,7 @@ import torch
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
 from fieldsym.groups import D4, Generator, algebra
-from fieldsym.lie import Method, equivariance_errors
-from fieldsym.penalties import _LieColumns
+from fieldsym.lie import Method, equivariance_errors, lie_derivative_terms
 
 
 @dataclasses.dataclass
@@ -115,10 +120,17 @@ def discover(operator, inputs: torch.Tensor, in_type: FieldType | str, out_type:
 
 
 def _columns(op, inputs, gens, in_type, out_type, grid, method) -> tuple[torch.Tensor, torch.Tensor]:
-    cols = _LieColumns(gens, in_type, out_type, grid, method, sub_batch=inputs.shape[0])
+    """``M`` ``(rows, k)`` with column ``j`` = ``w L_j F(u) / (||w DF[xi_j.u]|| + ||w xi_j.F(u)||)`` over the
+    batch, and those ``(k,)`` denominators (a raw combination ``c`` is ``M (c * scale)``)."""
     with torch.no_grad() if method != "jvp" else torch.enable_grad():
-        M, scale = cols.columns(op, inputs, return_scale=True)
-    return M.detach(), scale
+        dF, xiF = lie_derivative_terms(op, inputs, gens, in_type, out_type, grid, method)
+    dF, xiF = dF.detach(), xiF.detach()
+    moves = any(any(v != 0 for row in g.a for v in row) for g in gens)
+    w = grid.window(0.15, dtype=dF.dtype, device=dF.device) if moves and any(grid.periodic) else 1
+    k = len(gens)
+    dF, xiF = (dF * w).reshape(k, -1), (xiF * w).reshape(k, -1)
+    scale = (dF.norm(dim=1) + xiF.norm(dim=1)).clamp_min(torch.finfo(dF.dtype).tiny)
+    return ((dF - xiF) / scale[:, None]).T, scale
 
 
 def _svd(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,13 +139,14 @@ def _svd(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _floor(inputs, gens, in_type, grid, method) -> torch.Tensor:
-    """Singular values of the reference operator ``u -> u^3`` on scalar channels (exactly symmetric in
-    the continuum under every base motion; amplitude scalings are left out, their floor is 0)."""
+    """Singular values of the reference ``r gelu(u / r)`` on scalar channels (exactly symmetric in the
+    continuum under every base motion; amplitude scalings are left out: no discretisation enters them)."""
     geometric = [g for g in gens if not g.fiber]
     if not geometric:
         return torch.zeros(0, dtype=torch.float64)
     scalars = FieldType.of(*["scalar"] * in_type.num_channels)
-    M, _ = _columns(lambda u: u.pow(3), inputs, geometric, scalars, scalars, grid, method)
+    r = inputs.detach().pow(2).mean().sqrt().clamp_min(torch.finfo(inputs.dtype).tiny)
+    M, _ = _columns(lambda u: r * torch.nn.functional.gelu(u / r), inputs, geometric, scalars, scalars, grid, method)
     return _svd(M)[0]
 
 
