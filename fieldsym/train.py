@@ -45,6 +45,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from fieldsym import distributed
 from fieldsym.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng, load_checkpoint, model_state,
                                  restore_rng, save_checkpoint)
 from fieldsym.config import (ConfigError, ExperimentConfig, TrainingConfig, build_data_spec, build_model,
@@ -164,9 +165,14 @@ def fit(
       ``load_state_dict`` (tuned strengths) is checkpointed and resumed;
     - ``config``: plain data stored in the checkpoints; ``periodic``: ``(y, x)``, for the H1 loss.
 
-    Raises :class:`TrainingDiverged` on a non-finite loss, leaving ``last.pt`` at the last finished epoch.
+    In a process group (:mod:`fieldsym.distributed`) the model trains data-parallel: each rank passes its own
+    shard's loaders, metrics are averaged over ranks and rank 0 alone writes files.
+
+    Raises :class:`TrainingDiverged` on a non-finite loss, leaving ``last.pt`` at the last finished epoch, and
+    :class:`~fieldsym.distributed.PeerFailure` when another rank dies.
     """
     out_dir = Path(out_dir)
+    ddp = distributed.current()
     device, amp = resolve_device(training)
     model.to(device)
     operator = NormalizedOperator(model, *normalizers)
@@ -175,55 +181,72 @@ def fit(
     scheduler = make_scheduler(optimizer, training)
     loss_fn = make_loss(training.loss, periodic)
     epoch, step, best, metrics = _start(out_dir, resume, training.seed, model, optimizer, scheduler, penalty,
-                                        config)
-    writer = SummaryWriter(out_dir / "tensorboard", purge_step=epoch + 1 if epoch else None)
+                                        config, ddp)
+    # Every training forward, the penalty's included, goes through the DDP wrapper (fieldsym.distributed).
+    trained = NormalizedOperator(ddp.wrap(model), *normalizers)
+    writer = (SummaryWriter(out_dir / "tensorboard", purge_step=epoch + 1 if epoch else None) if ddp.is_main
+              else None)
     try:
         while epoch < training.epochs:
             started = time.perf_counter()
+            if ddp.active:
+                seed_everything(ddp.epoch_seed(training.seed, epoch))
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
             model.train()
-            totals, step = _train_epoch(operator, train_loader, optimizer, loss_fn, training, device, amp,
-                                        augment, penalty, epoch, step, metrics, out_dir)
+            totals, step = _train_epoch(trained, train_loader, optimizer, loss_fn, training, device, amp,
+                                        augment, penalty, epoch, step, metrics, out_dir, ddp.is_main)
+            totals = ddp.mean(totals)
             lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
             scheduler.step()
             if hasattr(penalty, "end_epoch"):
                 penalty.end_epoch(epoch)  # a tuned penalty (MixedPenalty) updates its strengths here
+                if ddp.active and hasattr(penalty, "load_state_dict"):
+                    penalty.load_state_dict(ddp.from_main(penalty.state_dict))  # rank 0's strengths everywhere
             epoch += 1
             model.eval()
             row = {"epoch": epoch, "step": step, "lr": lr, **totals,
-                   "valid_rel_l2": evaluate(operator, valid_loader, device, amp)}
+                   "valid_rel_l2": evaluate(operator, valid_loader, device, amp, ddp=ddp)}
             row.update(probe.measure(operator) if probe is not None else {})
             row["seconds"] = time.perf_counter() - started
             metrics.append(row)
             improved = row["valid_rel_l2"] < best["valid"]
             if improved:
                 best = {"epoch": epoch, "valid": row["valid_rel_l2"]}
-            _record(out_dir, writer, metrics, row)
-            state = _checkpoint_state(epoch, step, model, optimizer, scheduler, penalty, best, config, normalizers,
-                                      metrics)
-            save_checkpoint(out_dir / "last.pt", state)
-            if improved:
-                save_checkpoint(out_dir / "best.pt", state)
-            logger.info("epoch %d/%d  %s", epoch, training.epochs, _summary(row))
+            if ddp.is_main:
+                _record(out_dir, writer, metrics, row)
+                state = _checkpoint_state(epoch, step, model, optimizer, scheduler, penalty, best, config,
+                                          normalizers, metrics)
+                save_checkpoint(out_dir / "last.pt", state)
+                if improved:
+                    save_checkpoint(out_dir / "best.pt", state)
+                logger.info("epoch %d/%d  %s", epoch, training.epochs, _summary(row))
+            ddp.barrier()  # the other ranks wait for rank 0's checkpoint
     except KeyboardInterrupt:
         kept = f"{out_dir / 'last.pt'} holds epoch {epoch}: continue with resume" if epoch else "nothing saved yet"
         logger.warning("interrupted in epoch %d; %s", epoch + 1, kept)
         raise
+    except RuntimeError as error:
+        if not ddp.is_peer_failure(error):
+            raise
+        kept = f"{out_dir / 'last.pt'} holds epoch {epoch}" if epoch else "no checkpoint was written yet"
+        raise ddp.peer_failure(error, epoch, kept) from error
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     return TrainResult(out_dir, model, operator, epoch, step, best["epoch"], best["valid"], metrics)
 
 
 def _train_epoch(operator: NormalizedOperator, loader, optimizer, loss_fn, training: TrainingConfig, device,
-                 amp: bool, augment, penalty, epoch: int, step: int, metrics: list, out_dir: Path
-                 ) -> tuple[dict[str, float], int]:
+                 amp: bool, augment, penalty, epoch: int, step: int, metrics: list, out_dir: Path,
+                 show_progress: bool = True) -> tuple[dict[str, float], int]:
     """One pass over ``loader``; returns the epoch means (loss, data loss, penalty, penalty info) and the step."""
     model, in_norm, out_norm = operator.model, operator.in_norm, operator.out_norm
     sums: dict[str, float] = {}
     batches = 0
     last_finite = metrics[-1]["train_loss"] if metrics else math.nan
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{training.epochs}", leave=False, disable=not _interactive())
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{training.epochs}", leave=False,
+               disable=not (show_progress and _interactive()))
     for x, y in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if augment is not None:
@@ -259,8 +282,10 @@ def _train_epoch(operator: NormalizedOperator, loader, optimizer, loss_fn, train
 
 
 @torch.no_grad()
-def evaluate(operator: nn.Module, loader: Iterable[Batch], device: torch.device, amp: bool = False) -> float:
-    """Mean relative L2 error ``||F(x) - y|| / ||y||`` over the loader's samples (per channel, averaged)."""
+def evaluate(operator: nn.Module, loader: Iterable[Batch], device: torch.device, amp: bool = False, *,
+             ddp: distributed.Distributed | None = None) -> float:
+    """Mean relative L2 error ``||F(x) - y|| / ||y||`` over the loader's samples (per channel, averaged);
+    with ``ddp``, over the samples of every rank's loader."""
     rel = LpLoss(d=2, p=2, reduction="sum")
     total, count = 0.0, 0
     for x, y in loader:
@@ -269,6 +294,8 @@ def evaluate(operator: nn.Module, loader: Iterable[Batch], device: torch.device,
             prediction = operator(x)
         total += float(rel(prediction.float(), y)) / y.shape[1]
         count += y.shape[0]
+    if ddp is not None:
+        total, count = ddp.sum([total, count])
     if count == 0:
         raise ValueError("the validation loader yielded no samples; raise dataset.split.valid")
     return total / count
@@ -334,20 +361,27 @@ def _interactive() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, penalty, config):
-    """``(epoch, step, best, metrics)`` of a fresh run, or restored from ``out_dir/last.pt``."""
+def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, penalty, config,
+           ddp: distributed.Distributed):
+    """``(epoch, step, best, metrics)`` of a fresh run, or restored from ``out_dir/last.pt``.
+
+    Rank 0 looks for and reads the checkpoint, and every rank gets what it found: the others may run on
+    machines without the run's folder.
+    """
     last = out_dir / "last.pt"
+    found = ddp.from_main(last.exists)
     if not resume:
-        if last.exists():
+        if found:
             raise CheckpointError(f"{out_dir} already holds a run ({last}); resume it (resume=True, --resume) "
                                   "or choose another output directory")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        if ddp.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
         seed_everything(seed)
         return 0, 0, {"epoch": 0, "valid": math.inf}, []
-    if not last.exists():
+    if not found:
         logger.info("nothing to resume in %s: starting a new run", out_dir)
-        return _start(out_dir, False, seed, model, optimizer, scheduler, penalty, config)
-    state = load_checkpoint(last)
+        return _start(out_dir, False, seed, model, optimizer, scheduler, penalty, config, ddp)
+    state = ddp.from_main(lambda: load_checkpoint(last))
     if config is not None and state["config"] != config:
         logger.warning("%s was written with a different config; continuing with the checkpoint's weights and "
                        "optimiser and the new settings", last)
@@ -356,7 +390,10 @@ def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, 
     scheduler.load_state_dict(state["scheduler"])
     if hasattr(penalty, "load_state_dict"):
         penalty.load_state_dict(state["penalty"])
-    restore_rng(state["rng"])
+    if ddp.active:
+        logger.info("%d ranks: RNGs re-seeded per rank from (seed, rank, epoch), not restored", ddp.world_size)
+    else:
+        restore_rng(state["rng"])
     logger.info("resuming %s from epoch %d (step %d)", out_dir, state["epoch"], state["step"])
     best = {"epoch": state["best"]["epoch"], "valid": state["best"]["valid"]}
     return state["epoch"], state["step"], best, list(state["metrics"])
@@ -408,16 +445,20 @@ def train(config: ExperimentConfig, out_dir: str | Path | None = None, resume: b
     ``operator``: its name (optional when the config has one). ``train_size``: number of training samples
     (the first of the training split); ``None`` takes ``experiment.train_sizes`` when it holds one value,
     else every training sample. ``out_dir``: default ``<experiment.out>/<experiment.name>/<operator>``.
-    The checkpoints store the run's own config (:meth:`ExperimentConfig.for_run`).
+    The checkpoints store the run's own config (:meth:`ExperimentConfig.for_run`). Under torchrun every
+    process calls this; each trains on its shard with ``training.batch_size`` samples per batch
+    (:mod:`fieldsym.distributed`).
     """
     sizes = config.experiment.train_sizes
     train_size = train_size if train_size is not None else (sizes[0] if sizes and len(sizes) == 1 else None)
     run = config.for_run(operator, train_size)
     op = run.operators[0]
     out_dir = Path(out_dir) if out_dir is not None else run.experiment.out / run.experiment.name / op.name
+    ddp = distributed.setup(run.training.device)
     seed_everything(run.training.seed)
     device, _ = resolve_device(run.training)
-    train_set, valid_set = _datasets(run, train_size)
+    with ddp.main_first():  # rank 0 generates a missing dataset file, the others then open it
+        train_set, valid_set = _datasets(run, train_size)
     normalizers = fit_normalizers(train_set) if run.dataset.normalize else (
         FieldNormalizer.identity(train_set.in_type), FieldNormalizer.identity(train_set.out_type))
     in_type, out_type, grid = train_set.in_type, train_set.out_type, train_set.grid
@@ -427,7 +468,8 @@ def train(config: ExperimentConfig, out_dir: str | Path | None = None, resume: b
     probe_inputs = valid_set.read(0, min(t.eval_samples, len(valid_set)))[0]
     group = finite_group(run.experiment.evaluation_group) if run.experiment.evaluation_group else None
     probe = Probe(probe_inputs, in_type, out_type, grid, algebra(run.experiment.evaluation_generators, in_type), group)
-    loaders = [make_loader(ds, t.batch_size, shuffle, num_workers=t.num_workers, device=device, seed=t.seed)
+    loaders = [make_loader(ds, t.batch_size, shuffle, ddp.rank, ddp.world_size, num_workers=t.num_workers,
+                           device=device, seed=t.seed)
                for ds, shuffle in ((train_set, True), (valid_set, False))]
     logger.info("training %s (%s, symmetry %s) on %d samples, %s -> %s on a %dx%d grid, into %s", op.name,
                 op.kind, op.symmetry.mode, len(train_set), in_type, out_type, *grid.shape, out_dir)
