@@ -1,12 +1,22 @@
-"""Training-step cost of the C4/D4-equivariant GroupFNO against an unconstrained FNO of equal size.
+"""Training-step cost of the C4/D4-equivariant GroupFNO against unconstrained FNOs.
 
-Setting: vector -> vector on 64x64 periodic grids, batch 16, 4 layers, n_modes 12 (|k| <= 6), FNO width
-32; GroupFNO's hidden_channels (regular channels, |G| copies each) is the integer that brings its
-parameter count closest to the FNO's. A step is forward + MSE + backward + Adam update; the two
-operators alternate so drifts in machine load hit both alike. Prints one line per group with the
-median step times and their ratio.
+Setting: vector -> vector on 64x64 periodic grids, batch 16, 4 layers, n_modes 12 (|k| <= 6).
+Operators, per group:
 
-    python experiments/bench_gfno_step.py [--steps 20] [--threads N] [--device cpu|cuda]
+- ``fno``: FieldFNO of width 32 with neuralop's grid embedding (the reference);
+- ``gfno``: GroupFNO with the invariant embedding and the hidden_channels (regular channels, |G|
+  copies each) that bring its parameter count closest to the reference's;
+- ``fno_wide``: FieldFNO as wide as GroupFNO's hidden tensor (``hidden_channels * |G|`` channels), to
+  separate the cost of the wider activations from the cost of the symmetry constraint.
+
+At equal parameter count the regular representation has sqrt(|G|) times the FNO's channels (the
+spectral weights grow as (c |G|)^2 / |G|), and a CPU step is bound by activation memory, so
+``gfno / fno`` cannot drop much below sqrt(|G|) while ``gfno / fno_wide`` measures the constraint.
+
+A step is forward + MSE + backward + Adam update; the operators alternate step by step so drifts in
+machine load hit all alike. Prints the median step times and the ratios.
+
+    python experiments/bench_gfno_step.py [--steps 10] [--warmup 2] [--threads N] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -20,12 +30,21 @@ import torch
 from fieldsym.models import FieldFNO, GroupFNO, count_parameters
 
 FIELD = "v:vector"
+N_MODES, BATCH, GRID, LAYERS, WIDTH = 12, 16, 64, 4, 32
 
 
-def matched_hidden_channels(group: str, target: int, n_modes: int) -> int:
-    """The GroupFNO width whose parameter count is closest to ``target``."""
-    counts = {c: count_parameters(GroupFNO(FIELD, FIELD, group, n_modes, c)) for c in range(4, 33)}
-    return min(counts, key=lambda c: abs(counts[c] - target))
+def matched_gfno(group: str, target: int) -> GroupFNO:
+    """The GroupFNO whose parameter count is closest to ``target``."""
+
+    def build(c: int) -> GroupFNO:
+        return GroupFNO(FIELD, FIELD, group, N_MODES, c, n_layers=LAYERS, positional_embedding=True)
+
+    counts = {c: count_parameters(build(c)) for c in range(2, WIDTH + 1)}
+    return build(min(counts, key=lambda c: abs(counts[c] - target)))
+
+
+def fno(width: int) -> FieldFNO:
+    return FieldFNO(FIELD, FIELD, n_modes=(N_MODES, N_MODES), hidden_channels=width, n_layers=LAYERS)
 
 
 def step_fn(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor):
@@ -33,8 +52,7 @@ def step_fn(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor):
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.mse_loss(model(u), target)
-        loss.backward()
+        torch.nn.functional.mse_loss(model(u), target).backward()
         opt.step()
 
     return step
@@ -51,9 +69,11 @@ def timed(step, device: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--groups", default="C4,D4")
@@ -61,27 +81,29 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    n_modes, batch, grid = 12, 16, 64
-    u = torch.randn(batch, 2, grid, grid, device=args.device)
-    target = torch.randn(batch, 2, grid, grid, device=args.device)
-    fno = FieldFNO(FIELD, FIELD, n_modes=(n_modes, n_modes), hidden_channels=32, n_layers=4).to(args.device)
-    n_fno = count_parameters(fno)
-    print(f"device={args.device} threads={torch.get_num_threads()} batch={batch} grid={grid}x{grid}")
+    u = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
+    target = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
+    reference = fno(WIDTH).to(args.device)
+    n_ref = count_parameters(reference)
+    print(f"device={args.device} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
     for group in args.groups.split(","):
-        c = matched_hidden_channels(group, n_fno, n_modes)
-        gfno = GroupFNO(FIELD, FIELD, group, n_modes, c, n_layers=4, positional_embedding=True).to(args.device)
-        steps = {"fno": step_fn(fno, u, target), "gfno": step_fn(gfno, u, target)}
-        times: dict[str, list[float]] = {"fno": [], "gfno": []}
+        gfno = matched_gfno(group, n_ref).to(args.device)
+        hidden = gfno.convs[0].c_out * len(gfno.group)
+        models = {"fno": reference, "gfno": gfno, "fno_wide": fno(hidden).to(args.device)}
+        steps = {name: step_fn(model, u, target) for name, model in models.items()}
+        times: dict[str, list[float]] = {name: [] for name in models}
         for i in range(args.warmup + args.steps):
             for name, step in steps.items():
                 t = timed(step, args.device)
                 if i >= args.warmup:
                     times[name].append(t)
-        t_fno, t_g = statistics.median(times["fno"]), statistics.median(times["gfno"])
+        ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+        sizes = {name: count_parameters(model) for name, model in models.items()}
         print(
-            f"{group}: FNO width 32 ({n_fno} params) {t_fno * 1e3:.1f} ms/step | "
-            f"GroupFNO hidden {c} x {len(gfno.group)} ({count_parameters(gfno)} params) "
-            f"{t_g * 1e3:.1f} ms/step | ratio {t_g / t_fno:.2f}"
+            f"{group}: fno width {WIDTH} ({sizes['fno']} params) {ms['fno']:.0f} ms | "
+            f"gfno {gfno.convs[0].c_out}x{len(gfno.group)} ({sizes['gfno']} params) {ms['gfno']:.0f} ms | "
+            f"fno_wide width {hidden} ({sizes['fno_wide']} params) {ms['fno_wide']:.0f} ms | "
+            f"gfno/fno {ms['gfno'] / ms['fno']:.2f}  gfno/fno_wide {ms['gfno'] / ms['fno_wide']:.2f}"
         )
 
 

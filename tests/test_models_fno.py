@@ -11,6 +11,7 @@ from neuralop.models import FNO
 
 from fieldsym.fields import D4_MATRICES, FieldType
 from fieldsym.models import FieldFNO, GroupAveraged, build_operator, count_parameters
+from fieldsym.models.spectral import irfft2_modes, rfft2_modes
 
 IN, OUT = "w:pseudoscalar, v:vector", "v:vector, p:scalar"
 SHIFTS = [(1, 0), (0, 1), (3, -5), (7, 11)]
@@ -27,7 +28,8 @@ def shift_error(op, in_type, out_type, u, shift) -> float:
 @pytest.mark.parametrize("n", [32, 33])
 def test_shift_exact_without_embedding_even_and_odd(n):
     torch.manual_seed(0)
-    op = FieldFNO(IN, OUT, n_modes=(12, 12), hidden_channels=8, n_layers=2, positional_embedding=None).double()
+    op = FieldFNO(IN, OUT, n_modes=(12, 12), hidden_channels=8, n_layers=2, positional_embedding=None)
+    op = op.double()
     u = torch.randn(2, 3, n, n, dtype=torch.float64)
     assert max(shift_error(op, IN, OUT, u, s) for s in SHIFTS) < 1e-12
 
@@ -67,7 +69,8 @@ def test_shift_exact_in_float32_matches_neuralop_on_even_grid():
 def test_unconstrained_fno_is_not_rotation_equivariant(embedding):
     torch.manual_seed(0)
     t = FieldType.parse("v:vector")
-    op = FieldFNO(t, t, n_modes=(8, 8), hidden_channels=8, n_layers=2, positional_embedding=embedding).double()
+    op = FieldFNO(t, t, n_modes=(8, 8), hidden_channels=8, n_layers=2, positional_embedding=embedding)
+    op = op.double()
     u = torch.randn(2, 2, 17, 17, dtype=torch.float64)
     out = op(u)
     for name in ("r1", "flip_x"):
@@ -144,3 +147,36 @@ def test_build_operator_and_parameter_count():
     assert count_parameters(op) == real + 2 * spectral
     with pytest.raises(ValueError, match="unknown operator kind"):
         build_operator("unet", IN, OUT)
+
+
+# -- the truncated DFT both spectral convolutions use ------------------------------------------------
+
+
+@pytest.mark.parametrize("H, W", [(16, 16), (17, 17), (16, 17), (9, 12)])
+def test_truncated_dft_matches_torch_fft(H, W):
+    torch.manual_seed(0)
+    u = torch.randn(2, 3, H, W, dtype=torch.float64)
+    ky, kx = (H - 1) // 2, (W - 1) // 2 - 1
+    rows = torch.arange(-ky, ky + 1) % H
+    full = torch.fft.rfft2(u, norm="forward")
+    c = rfft2_modes(u, ky, kx)
+    torch.testing.assert_close(c, full[..., rows, : kx + 1], rtol=0, atol=1e-14)
+    padded = torch.zeros_like(full)
+    padded[..., rows, : kx + 1] = c
+    reference = torch.fft.irfft2(padded, s=(H, W), norm="forward")
+    torch.testing.assert_close(irfft2_modes(c, H, W), reference, rtol=0, atol=1e-13)
+
+
+def test_truncated_dft_round_trips_band_limited_fields_and_has_gradients():
+    torch.manual_seed(0)
+    H, W, K = 15, 12, 4
+    c = rfft2_modes(torch.randn(1, 2, H, W, dtype=torch.float64), K, K)
+    u = irfft2_modes(c, H, W)  # band-limited and real: the transform pair is exact on it
+    torch.testing.assert_close(irfft2_modes(rfft2_modes(u, K, K), H, W), u, rtol=0, atol=1e-13)
+    x = torch.randn(1, 1, 7, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: irfft2_modes(rfft2_modes(v, 2, 2) * 1.5j, 7, 6), (x,))
+
+
+def test_truncated_dft_refuses_unresolved_modes():
+    with pytest.raises(ValueError, match="not all resolved on a 8x8 grid"):
+        rfft2_modes(torch.randn(1, 8, 8), 4, 3)

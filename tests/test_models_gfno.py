@@ -147,8 +147,8 @@ def test_lift_and_project_span_the_intertwiner_space(group, field):
 @pytest.mark.parametrize("group", ["C4", "D4"])
 def test_regular_linear_spans_the_intertwiner_space(group):
     G = PointGroup(group)
-    mix = RegularLinear(G, 2, 3).double()
-    assert span_dim(mix) == constraint_null_dim(regular_matrices(G, 2), regular_matrices(G, 3)) == 6 * len(G)
+    mix = RegularLinear(G, 1, 2).double()
+    assert span_dim(mix) == constraint_null_dim(regular_matrices(G, 1), regular_matrices(G, 2)) == 2 * len(G)
 
 
 @pytest.mark.parametrize("group, invariant", [("C4", 2), ("D4", 1)])
@@ -164,9 +164,9 @@ def test_output_bias_is_projected_onto_invariants(group, invariant):
 @pytest.mark.parametrize("n, periodic", GRIDS)
 def test_embedding_features_are_exactly_d4_invariant(n, periodic):
     e = InvariantGridEmbedding(periodic).features(n, n, torch.float64)
+    scalars = FieldType.of(*["scalar"] * len(e))
     for A in D4_MATRICES.values():
-        moved = FieldType.parse(", ".join(f"e{i}:scalar" for i in range(len(e)))).transform(e, A, periodic=periodic)
-        assert torch.equal(moved, e)
+        assert torch.equal(scalars.transform(e, A, periodic=periodic), e)
 
 
 def test_embedding_contains_the_ns_sym_forcing():

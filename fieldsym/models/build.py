@@ -21,7 +21,7 @@ KINDS = (*_CONSTRUCTORS, "averaged")
 
 
 def build_operator(kind: str, in_type: FieldType | str, out_type: FieldType | str, **options) -> nn.Module:
-    """The operator of the given kind (``"fno"``, ``"gfno"``, ``"averaged"``) from ``in_type`` to ``out_type``."""
+    """The operator of kind ``"fno"``, ``"gfno"`` or ``"averaged"`` from ``in_type`` to ``out_type``."""
     if kind == "averaged":
         inner = options.pop("inner", "fno")
         if inner not in _CONSTRUCTORS:

@@ -5,9 +5,9 @@ changed for fieldsym's contract (DESIGN.md section 5):
 
 1. ``SpectralConv.forward`` in 2.0.0 applies ``fftshift`` where the inverse needs ``ifftshift``; the two
    agree on even grids only, so on a 33x33 grid a whole-cell shift of the input does not shift the
-   output (error 0.56). :class:`ShiftExactSpectralConv` replaces that forward with corner indexing of
-   the ``rfft2`` coefficients (no shifts at all) and keeps neuralop's weights, factorisations and
-   contraction functions.
+   output (error 0.56). :class:`ShiftExactSpectralConv` replaces that forward: it computes only the
+   kept coefficients with a truncated DFT (:mod:`fieldsym.models.spectral`, no shifts at all, and
+   faster than two full FFTs) and keeps neuralop's weights, factorisations and contraction functions.
 2. neuralop switches tensorly to its opt_einsum plugin at import, which makes ``torch.compile`` break
    the graph and ``torch.export`` fix the batch size; importing this module switches it back.
 3. ``BaseModel.state_dict()`` adds a ``_metadata`` entry of Python objects; the wrapper drops it, so
@@ -33,6 +33,7 @@ from neuralop.models import FNO
 from torch import nn
 
 from fieldsym.fields import FieldType
+from fieldsym.models.spectral import irfft2_modes, rfft2_modes
 
 # neuralop called use_opt_einsum("optimal") when we imported it above (DESIGN.md section 5).
 tensorly.plugins.use_default_einsum()
@@ -74,6 +75,10 @@ class ShiftExactSpectralConv(SpectralConv):
                 f"ShiftExactSpectralConv keeps the grid: got output_shape={tuple(output_shape)} for an "
                 f"input grid {tuple(x.shape[-2:])}; resample outside the operator instead"
             )
+        if self.fft_norm != "forward":
+            raise ValueError(
+                f"ShiftExactSpectralConv uses fft_norm='forward' (neuralop's default), got {self.fft_norm!r}"
+            )
         H, W = x.shape[-2:]
         rows, cols = self.weight.shape[-2:]
         ky_max = min((rows - 1) // 2, (H - 1) // 2)
@@ -81,15 +86,10 @@ class ShiftExactSpectralConv(SpectralConv):
         centre = (rows - 1) // 2
         leading = (slice(None),) * (1 if self.separable else 2)  # (in, out) or (channel,)
         weight = self.weight[leading + (slice(centre - ky_max, centre + ky_max + 1), slice(kx_max + 1))]
-        ky = torch.arange(-ky_max, ky_max + 1, device=x.device) % H  # centred order -> FFT rows
-
-        x_hat = torch.fft.rfft2(x, norm=self.fft_norm)  # (b, c, H, W // 2 + 1)
+        x_hat = rfft2_modes(x, ky_max, kx_max)  # (b, c, 2 ky_max + 1, kx_max + 1)
         # Reconstructed and cast: after .double() the complex weight is still complex64.
         weight = weight.to_tensor().to(x_hat.dtype)
-        kept = self._contract(x_hat[..., ky, : kx_max + 1], weight, separable=self.separable)
-        out_hat = x_hat.new_zeros(x.shape[0], self.out_channels, H, W // 2 + 1)
-        out_hat[..., ky, : kx_max + 1] = kept
-        out = torch.fft.irfft2(out_hat, s=(H, W), norm=self.fft_norm)
+        out = irfft2_modes(self._contract(x_hat, weight, separable=self.separable), H, W)
         if self.bias is not None:
             out = out + self.bias
         return out

@@ -10,16 +10,16 @@ because ``A_{g^-1 k}^-1 A_g^-1 = A_k^-1``. In Fourier space (DFT index ``xi = (x
 move ``x -> A^-1 x`` is the index move ``xi -> A^-1 xi`` mod N) the kernel for output copy ``k`` and
 input copy ``m`` is ``W(k^-1 m, A_k^-1 xi)``: the base kernel ``W(n, xi)`` with its wave-vector square
 rotated, so one stacked ``(c_out |G|, c_in |G|)`` kernel is gathered per forward and applied in a
-single einsum on the ``rfft2`` coefficients.
+single batched matmul on the kept Fourier coefficients (:mod:`fieldsym.models.spectral`).
 
 Exactness on the grid needs three things, all built in:
 
 - the mode set ``|xi_x|, |xi_y| <= K`` is invariant under D4 and excludes the Nyquist wave number of
   even grids (``K <= (N - 1) // 2``), so it is invariant mod N on even and odd grids;
 - the kernel is Hermitian, ``W(n, -xi) = conj W(n, xi)`` (a real kernel in space): only then does
-  ``irfft2``, which reads the ``xi_x = 0`` column as Hermitian but not the ``xi_y = 0`` row, treat every
-  rotated copy alike. We store the ``xi_x >= 0`` half and extend it, averaging the ``xi_x = 0`` column
-  with its mirror;
+  the inverse transform, which reads the ``xi_x = 0`` column as Hermitian but not the ``xi_y = 0``
+  row, treat every rotated copy alike. We store the ``xi_x >= 0`` half and extend it, averaging the
+  ``xi_x = 0`` column with its mirror;
 - a circular convolution commutes with every cyclic shift, so rotating about the periodic centre
   (index 0) or about the middle node of a non-periodic axis (a rotation about 0 plus a cyclic shift)
   are both exact.
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fieldsym.models.regular import PointGroup
+from fieldsym.models.spectral import irfft2_modes, rfft2_modes
 
 
 class GroupSpectralConv(nn.Module):
@@ -57,7 +58,10 @@ class GroupSpectralConv(nn.Module):
         self.register_buffer("gather_index", _gather_index(group, K), persistent=False)
 
     def kernel(self) -> torch.Tensor:
-        """Stacked kernel ``(2K + 1 (k_y = -K..K), K + 1 (k_x = 0..K), c_in |G| (i, m), c_out |G| (o, k))``."""
+        """Stacked kernel ``(2K + 1, K + 1, c_in |G|, c_out |G|)``.
+
+        Axes: ``k_y = -K..K``, ``k_x = 0..K``, input ``(i, m)`` i-major, output ``(o, k)`` o-major.
+        """
         K = self.K
         half = torch.view_as_complex(self.weight)  # (o, i, n, 2K+1, K+1), k_x >= 0
         # Z(xi): the half for k_x > 0, half of it on k_x = 0, zero for k_x < 0; W = Z(xi) + conj Z(-xi).
@@ -70,24 +74,22 @@ class GroupSpectralConv(nn.Module):
         b, c_in, n, H, W = h.shape
         K = self.K
         ky_max, kx_max = min(K, (H - 1) // 2), min(K, (W - 1) // 2)
-        rows = torch.arange(-ky_max, ky_max + 1, device=h.device) % H  # centred k_y -> FFT rows
-        h_hat = torch.fft.rfft2(h.flatten(1, 2), norm="forward")  # (b, i m, H, W // 2 + 1)
+        h_hat = rfft2_modes(h.flatten(1, 2), ky_max, kx_max)  # (b, i m, 2 ky_max + 1, kx_max + 1)
         kernel = self.kernel()[K - ky_max : K + ky_max + 1, : kx_max + 1].to(h_hat.dtype)
         # One batched matmul over the kept wave numbers s = (k_y, k_x):
         # (s, b, i m) @ (s, i m, o k) -> (s, b, o k); b=batch i,o=channel m,k=copy in,out.
-        x = h_hat[:, :, rows, : kx_max + 1].flatten(2).permute(2, 0, 1)
-        kept = torch.bmm(x, kernel.flatten(0, 1)).permute(1, 2, 0)
-        out_hat = h_hat.new_zeros(b, self.c_out * n, H, W // 2 + 1)
-        out_hat[:, :, rows, : kx_max + 1] = kept.unflatten(-1, (2 * ky_max + 1, kx_max + 1))
-        out = torch.fft.irfft2(out_hat, s=(H, W), norm="forward")
+        # contiguous: CPU complex bmm is several times slower on a permuted operand at small sizes.
+        x = h_hat.flatten(2).permute(2, 0, 1).contiguous()
+        out_hat = torch.bmm(x, kernel.flatten(0, 1)).permute(1, 2, 0)
+        out = irfft2_modes(out_hat.unflatten(-1, h_hat.shape[-2:]), H, W)
         return out.unflatten(1, (self.c_out, n)) + self.bias.to(out.dtype)[:, None, None, None]
 
 
 def _gather_index(group: PointGroup, K: int) -> torch.Tensor:
-    """``(2K+1, K+1, |G| (m), |G| (k))`` flat indices into ``(|G| (n), (2K+1)^2 (xi))`` of ``(k^-1 m, A_k^-1 xi)``.
+    """Where ``W(k^-1 m, A_k^-1 xi)`` sits in the flattened ``(|G| (n), (2K+1)^2 (xi))`` full kernel.
 
-    ``xi`` runs over the kept half ``k_y = -K..K`` (rows) by ``k_x = 0..K`` (columns); the full square
-    is flattened row-major with ``k_y`` and ``k_x`` both from ``-K``.
+    Shape ``(2K+1, K+1, |G| (m), |G| (k))``: ``xi`` runs over the kept half ``k_y = -K..K`` (rows) by
+    ``k_x = 0..K`` (columns); the full square is flattened row-major, ``k_y`` and ``k_x`` from ``-K``.
     """
     side = 2 * K + 1
     ky, kx = torch.meshgrid(torch.arange(-K, K + 1), torch.arange(0, K + 1), indexing="ij")

@@ -102,7 +102,8 @@ class Project(nn.Module):
         rho = group.rho(out_type)
         self.register_buffer("rho_out", rho.float(), persistent=False)
         self.register_buffer("bias_projector", rho.mean(0).float(), persistent=False)
-        self.weight = nn.Parameter(_uniform((out_type.num_channels, c_in)) / len(group) ** 0.5)  # fan-in c_in |G|
+        # fan-in c_in |G|
+        self.weight = nn.Parameter(_uniform((out_type.num_channels, c_in)) / len(group) ** 0.5)
         self.bias = nn.Parameter(torch.zeros(out_type.num_channels))
 
     def matrix(self) -> torch.Tensor:
