@@ -13,9 +13,11 @@ Why it is built this way:
   ``drop_last=True`` instead gives every rank ``N // (world_size * batch_size)`` full batches and
   skips the remainder (a different remainder each epoch when shuffling).
 - **Workers own whole tasks.** A task is a run of consecutive batches (about ``shuffle_buffer`` items);
-  task ``t`` goes to worker ``t % num_workers``, which reads its blocks, shuffles the items of the task
-  and yields its batches. No block is read twice, and worker outputs arrive through a standard
-  ``torch.utils.data.DataLoader`` over an ``IterableDataset`` (``batch_size=None``).
+  task ``t`` goes to worker ``t % num_workers``, which reads its blocks and writes every item straight
+  into its shuffled row of one of the task's batch tensors (allocated in shared memory, so handing them
+  to the main process copies nothing). No block is read twice, each item is copied once after its read,
+  and batches arrive through a standard ``torch.utils.data.DataLoader`` over an ``IterableDataset``
+  (``batch_size=None``) whose workers persist across epochs.
 - **Device prefetch.** On CUDA, :class:`DevicePrefetcher` copies the next batch from pinned memory with
   ``non_blocking=True`` on a side stream while the current batch trains; on CPU it passes batches through.
 """
@@ -182,6 +184,8 @@ class FieldLoader:
         self._num_workers = min(num_workers, len(plan.tasks))
         self._pin_memory = pin_memory
         self._loader: DataLoader | None = None
+        logger.debug("loader rank %d/%d: %d items, %d batches per epoch, %d workers", rank, world_size,
+                     len(plan.order), len(plan.batch_sizes), self._num_workers)
 
     @property
     def epoch(self) -> int:
