@@ -180,3 +180,11 @@ def test_truncated_dft_round_trips_band_limited_fields_and_has_gradients():
 def test_truncated_dft_refuses_unresolved_modes():
     with pytest.raises(ValueError, match="not all resolved on a 8x8 grid"):
         rfft2_modes(torch.randn(1, 8, 8), 4, 3)
+
+
+def test_torch_export_with_dynamic_batch():
+    op = FieldFNO(IN, OUT, hidden_channels=4, n_layers=1, n_modes=(6, 6))
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(op, (torch.randn(2, 3, 12, 12),), dynamic_shapes=({0: batch},))
+    u = torch.randn(5, 3, 12, 12)
+    torch.testing.assert_close(program.module()(u), op(u))

@@ -252,3 +252,12 @@ def test_errors_name_the_problem():
         GroupFNO("s:scalar", "s:scalar", group="C8")
     with pytest.raises(ValueError, match="2 channels"):
         GroupFNO("v:vector", "v:vector", hidden_channels=2)(torch.randn(1, 3, 8, 8))
+
+
+def test_torch_export_with_dynamic_batch():
+    op = GroupFNO("v:vector", "v:vector", "D4", n_modes=6, hidden_channels=2, n_layers=1,
+                  positional_embedding=True)
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(op, (torch.randn(2, 2, 12, 12),), dynamic_shapes=({0: batch},))
+    u = torch.randn(5, 2, 12, 12)
+    torch.testing.assert_close(program.module()(u), op(u))

@@ -108,8 +108,9 @@ class FieldFNO(nn.Module):
       appended as channels) breaks translations and every rotation and reflection: the operator can
       depend on absolute position, which is what a forcing fixed in space needs (DESIGN.md section 2).
       ``False`` or ``None``: no embedding.
-    - ``domain_padding`` (a fraction, zero-padding at the end of each axis) breaks translation
-      equivariance: the pad sits at a fixed place of the domain. Use it for non-periodic data.
+    - ``domain_padding`` (a fraction; neuralop zero-pads both ends of each axis and crops after the
+      Fourier layers) breaks translation equivariance: the pad sits at a fixed place of the domain,
+      so the operator sees where the data ends. Use it for non-periodic data.
     - ``factorization`` (``"tucker"``, ``"cp"``, ``"tt"``) with ``rank`` changes the parameter count, not
       the symmetry.
 

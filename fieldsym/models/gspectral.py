@@ -63,12 +63,15 @@ class GroupSpectralConv(nn.Module):
         Axes: ``k_y = -K..K``, ``k_x = 0..K``, input ``(i, m)`` i-major, output ``(o, k)`` o-major.
         """
         K = self.K
-        half = torch.view_as_complex(self.weight)  # (o, i, n, 2K+1, K+1), k_x >= 0
+        # Real pairs (..., 2) throughout: complex advanced indexing breaks torch.compile's fake kernels.
+        half = self.weight  # (o, i, n, 2K+1, K+1, 2), k_x >= 0
         # Z(xi): the half for k_x > 0, half of it on k_x = 0, zero for k_x < 0; W = Z(xi) + conj Z(-xi).
-        Z = F.pad(half, (K, 0)) * self.half_column.to(self.weight.dtype)
-        full = (Z + Z.flip(-2, -1).conj()).flatten(2)  # (o, i, n (2K+1)^2), Hermitian
-        W = full.permute(2, 1, 0)[self.gather_index]  # (y, x, m, k, i, o) = W(k^-1 m, A_k^-1 xi)[o, i]
-        return W.permute(0, 1, 4, 2, 5, 3).flatten(4).flatten(2, 3)
+        Z = F.pad(half, (0, 0, K, 0)) * self.half_column.to(half.dtype)[:, None]
+        conj = torch.tensor([1.0, -1.0], dtype=half.dtype, device=half.device)
+        full = (Z + Z.flip(-3, -2) * conj).flatten(2, 4)  # (o, i, n (2K+1)^2, 2), Hermitian
+        W = full.permute(2, 1, 0, 3)[self.gather_index]  # (y, x, m, k, i, o, 2) = W(k^-1 m, A_k^-1 xi)[o, i]
+        W = W.permute(0, 1, 4, 2, 5, 3, 6).flatten(4, 5).flatten(2, 3)
+        return torch.view_as_complex(W.contiguous())
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, c_in, n, H, W = h.shape
