@@ -24,11 +24,74 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"fieldsym {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run(subparsers)
+    _add_report(subparsers)
     _add_train(subparsers)
     _add_export(subparsers)
     _add_predict(subparsers)
     _add_discover(subparsers)
     return parser
+
+
+def _add_run(subparsers) -> None:
+    run = subparsers.add_parser(
+        "run", help="run an experiment: data, every run, results table, report",
+        description="Expand a config into runs (operator x training size x seed), generate missing data once, "
+        "train and evaluate each run (test split, quarter-turned test split, equivariance errors, discovery) "
+        "and write results.csv, results.nc and report.html/report.md under <experiment.out>/<experiment.name>. "
+        "Finished runs are skipped and a half-finished one resumes, so rerun the same command after an "
+        "interruption.",
+    )
+    run.add_argument("config", type=Path, help="experiment config (YAML), e.g. configs/quickstart.yaml")
+    run.add_argument("overrides", nargs="*", metavar="key=value",
+                     help="config overrides with dotted keys, e.g. training.epochs=3 experiment.seeds=[0,1]")
+    run.add_argument("--no-report", action="store_true", help="write the results table only")
+    run.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fieldsym.checkpoint import CheckpointError
+    from fieldsym.config import ConfigError, load_config
+    from fieldsym.data.schema import DatasetError
+    from fieldsym.runner import RunnerError, run_experiment
+    from fieldsym.train import TrainingDiverged
+
+    try:
+        out = run_experiment(load_config(args.config, args.overrides), report=not args.no_report)
+    except (ConfigError, DatasetError, CheckpointError, TrainingDiverged, RunnerError) as error:
+        logging.getLogger("fieldsym.run").error("%s", error)
+        return 1
+    except KeyboardInterrupt:
+        logging.getLogger("fieldsym.run").warning("interrupted: run the same command again to continue "
+                                                  "(finished runs are kept, the current one resumes)")
+        return 130
+    print(f"results: {out / 'results.csv'}")
+    if not args.no_report:
+        print(f"report: {out / 'report.html'} (and report.md)")
+    return 0
+
+
+def _add_report(subparsers) -> None:
+    report = subparsers.add_parser(
+        "report", help="(re)write the report of an experiment directory",
+        description="Write report.md, report.html and figures/*.png from an experiment directory written by "
+        "`fieldsym run`: comparison table, test vs quarter-turned test error, learning curves, equivariance "
+        "errors, discovery spectra and example fields.",
+    )
+    report.add_argument("exp_dir", type=Path, metavar="EXP_DIR", help="<experiment.out>/<experiment.name>")
+    report.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fieldsym.report import ReportError, write_report
+
+    try:
+        page = write_report(args.exp_dir)
+    except ReportError as error:
+        logging.getLogger("fieldsym.report").error("%s", error)
+        return 1
+    print(f"report: {page} (and report.md)")
+    return 0
 
 
 def _add_train(subparsers) -> None:

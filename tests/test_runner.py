@@ -1,0 +1,161 @@
+"""The runner: a tiny experiment runs end to end and writes its table and report; an interrupted
+experiment resumes without redoing finished runs; bad configs and missing data fail in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from fieldsym import runner
+from fieldsym.cli import main
+from fieldsym.config import load_config
+from fieldsym.data.writer import FieldSpec, write_dataset
+from fieldsym.runner import run_experiment
+
+SAMPLES, N = 20, 16
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    """A vector field ``u`` at time 0: smooth random; at time 1: low-pass filtered (a linear, rotation- and
+    translation-equivariant map an FNO learns in a few steps). Periodic 16x16 grid."""
+    rng = np.random.default_rng(0)
+    k = np.fft.fftfreq(N, 1 / N)
+    k2 = k[:, None] ** 2 + k[None, :] ** 2
+    u0 = np.fft.ifft2(np.fft.fft2(rng.standard_normal((SAMPLES, 2, N, N))) * np.exp(-k2 / 8)).real
+    u1 = np.fft.ifft2(np.fft.fft2(u0) * np.exp(-k2 / 4)).real
+    u = np.stack([u0, u1], axis=1).astype(np.float32)  # (sample, time, component, y, x)
+    x = np.arange(N) / N
+    return write_dataset(tmp_path_factory.mktemp("data") / "smooth.nc", {"u": FieldSpec(u, "vector", "1", "u")},
+                         x=x, y=x, time=np.arange(2.0), periodic=True, pde="low-pass filter", parameters={},
+                         seed=0, title="test data", source="tests/test_runner.py")
+
+
+def write_config(tmp_path, data_file, sizes="[6, 12]") -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        dataset: {{path: {data_file}, split: {{valid: 0.2, test: 0.2}}}}
+        task: {{inputs: [u], outputs: [u], times: {{mode: one_step, t_in: 0, t_out: 1}}}}
+        operators:
+          - name: fno
+            options: {{n_modes: [6, 6], hidden_channels: 6, n_layers: 2}}
+          - name: gfno
+            kind: gfno
+            options: {{group: C4, n_modes: 6, hidden_channels: 2, n_layers: 2}}
+        training: {{epochs: 2, batch_size: 4, device: cpu, optimizer: {{lr: 1.0e-2}}, eval_samples: 2}}
+        experiment: {{name: tiny, out: {tmp_path / "out"}, train_sizes: {sizes}}}
+        """))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def experiment(data_file, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("experiment")
+    return run_experiment(load_config(write_config(tmp, data_file)))
+
+
+def test_tiny_experiment_writes_table_netcdf_and_report(experiment):
+    with (experiment / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["operator"], r["train_size"]) for r in rows] == [("fno", "6"), ("gfno", "6"), ("fno", "12"), ("gfno", "12")]
+    for column in ("kind", "symmetry", "seed", "parameters", "valid_rel_l2", "test_rel_l2", "turned_test_rel_l2",
+                   "equiv_Tx", "equiv_Ty", "equiv_R", "equiv_r1", "equiv_r2", "equiv_r3", "discovered",
+                   "singular_values", "train_seconds", "eval_seconds", "run_dir"):
+        assert column in rows[0], column
+    gfno = [r for r in rows if r["operator"] == "gfno"]
+    # Equivariant by construction: the quarter-turned test set scores the same (so the runner turned the
+    # vector components with the grid), and the discrete errors are rounding.
+    for r in gfno:
+        assert float(r["turned_test_rel_l2"]) == pytest.approx(float(r["test_rel_l2"]), rel=1e-4)
+        assert float(r["equiv_r1"]) < 1e-5
+    with xr.open_dataset(experiment / "results.nc") as ds:
+        assert dict(ds.sizes) == {"operator": 2, "train_size": 2, "seed": 1, "singular": 3}
+        assert list(ds.operator.values) == ["fno", "gfno"] and list(ds.train_size.values) == [6, 12]
+        assert float(ds.test_rel_l2.sel(operator="fno", train_size=12, seed=0)) == pytest.approx(
+            float(rows[2]["test_rel_l2"]), rel=1e-5)
+        assert ds.singular_values.sel(operator="gfno").notnull().all()
+        assert str(ds.kind.sel(operator="gfno").values) == "gfno"
+    report = (experiment / "report.md").read_text()
+    for heading in ("## Comparison", "## Test set and its quarter turn", "## Learning curves", "## Equivariance errors",
+                    "## Discovered symmetries", "## Example fields"):
+        assert heading in report
+    images = [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
+    assert "figures/example_u_turned.png" in images and "figures/learning_curve.png" in images
+    assert all((experiment / image).stat().st_size > 5000 for image in images)
+    assert (experiment / "report.html").read_text().count("<img ") == len(images)
+    assert not list(experiment.rglob("*.tmp"))
+
+
+def test_an_interrupted_experiment_resumes_without_redoing_finished_runs(data_file, tmp_path, monkeypatch):
+    config = load_config(write_config(tmp_path, data_file, sizes="[8]"))
+    trained = []
+    real_train = runner.train
+
+    def train_then_interrupt(run_config, out_dir, resume):
+        trained.append(run_config.operators[0].name)
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # killed in the second run, before it finished an epoch
+        return real_train(run_config, out_dir, resume=resume)
+
+    monkeypatch.setattr(runner, "train", train_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config)
+    runs = tmp_path / "out" / "tiny" / "runs"
+    finished = runs / "fno" / "n8-s0"
+    assert (finished / runner.RESULT).exists() and not (runs / "gfno" / "n8-s0" / runner.RESULT).exists()
+    stamp = (finished / "last.pt").stat().st_mtime_ns, (finished / runner.RESULT).read_text()
+
+    trained.clear()
+    monkeypatch.setattr(runner, "train", lambda *a, **k: (trained.append(a[0].operators[0].name), real_train(*a, **k))[1])
+    out = run_experiment(config)
+    assert trained == ["gfno"]  # the finished fno run was skipped
+    assert stamp == ((finished / "last.pt").stat().st_mtime_ns, (finished / runner.RESULT).read_text())
+    with (out / "results.csv").open() as f:
+        assert [r["operator"] for r in csv.DictReader(f)] == ["fno", "gfno"]
+
+    # A run whose evaluation was lost but whose training finished resumes at its last epoch: no new epochs.
+    (finished / runner.RESULT).unlink()
+    run_experiment(config, report=False)
+    assert json.loads((finished / runner.RESULT).read_text())["row"]["epochs"] == 2
+    with (finished / "metrics.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+
+def test_a_finished_run_of_another_config_is_refused_with_the_differing_keys(experiment, caplog):
+    config = experiment / "config.yaml"
+    assert main(["run", str(config), "training.epochs=3"]) == 1
+    message = caplog.records[-1].getMessage()
+    assert "holds a run of a different config" in message and "training.epochs: 2 -> 3" in message
+    assert "delete" in message and "experiment.name" in message
+
+
+def test_a_bad_config_gives_one_line_naming_the_key_and_the_choices(data_file, tmp_path):
+    config = write_config(tmp_path, data_file)
+    done = subprocess.run([sys.executable, "-m", "fieldsym", "run", config, "operators[1].kind=gfn0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr
+    assert "operators[1].kind: expected one of fno, gfno, averaged" in errors[0] and "'gfn0'" in errors[0]
+
+
+def test_a_missing_data_file_gives_its_path_and_how_to_make_it(data_file, tmp_path, caplog):
+    config = write_config(tmp_path, data_file)
+    missing = tmp_path / "nowhere" / "ns.nc"
+    assert main(["run", config, f"dataset.path={missing}"]) == 1
+    message = caplog.records[-1].getMessage()
+    assert str(missing) in message and "data_scripts/navier_stokes.py --out" in message
+
+
+def test_an_empty_test_split_is_refused_before_any_work(data_file, tmp_path, caplog):
+    config = write_config(tmp_path, data_file)
+    assert main(["run", config, "dataset.split.test=0"]) == 1
+    assert "dataset.split.test" in caplog.records[-1].getMessage()
+    assert not (tmp_path / "out" / "tiny" / "runs").exists()
