@@ -49,7 +49,7 @@ def test_written_file_has_every_schema_attribute_and_round_trips(tmp_path):
             assert ds[axis].attrs["fieldsym_periodic"] == periodic
         np.testing.assert_array_equal(ds["x"].values, np.arange(N_X) / N_X)
         np.testing.assert_array_equal(ds["time"].values, [0.0, 0.5])
-        assert list(ds["component"].values) == ["x", "y"]
+        assert [c.decode() if isinstance(c, bytes) else c for c in ds["component"].values] == ["x", "y"]
         assert ds["velocity"].dims == ("sample", "time", "component", "y", "x")
         assert ds["density"].dims == ("sample", "time", "y", "x")
         np.testing.assert_array_equal(ds["beta"].values, np.arange(N_SAMPLES))

@@ -232,7 +232,9 @@ def _build_dataset(fields, arrays, per_sample, x, y, time, periodic_x, periodic_
         "time": ("time", time, {"units": "1", "axis": "T", "long_name": "time"}),
     }
     if any(spec.field_type == "vector" for spec in fields.values()):
-        coords["component"] = ("component", np.array(["x", "y"], dtype=object), {"long_name": "vector component"})
+        # Fixed-width characters, not a variable-length string: reading a vlen string variable while another
+        # netCDF4 handle has the file open and then reopening it crashes netCDF-C (seen with FieldDataset).
+        coords["component"] = ("component", np.array(["x", "y"], dtype="S1"), {"long_name": "vector component"})
     data_vars = {}
     for name, spec in fields.items():
         dims = ("sample", "time", "y", "x")
