@@ -90,10 +90,10 @@ class _SpectralPlusLocal(torch.nn.Module):
         return torch.fft.ifft2(torch.fft.fft2(u) * self.m).real + self.c * u
 
 
-def _fit(gamma, steps=300):
+def _fit(gamma, steps=200):
     # One sample: the data cannot tell the translation-breaking c(x) u from the multiplier, so without
     # the penalty the random c(x) of the initialisation survives; promotion removes it.
-    n = 32
+    n = 24
     grid = Grid.regular(n)
     u = smooth_random_field("s:scalar", grid, batch=1, max_mode=4, seed=3)
     # Truth: an anisotropic smoothing, translation-equivariant but not rotation-equivariant.
