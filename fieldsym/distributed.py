@@ -33,9 +33,8 @@ Why it is built this way:
   global epoch and step. The loader's order is a function of ``(seed, epoch, rank, world_size)``, and
   with more than one rank the global RNGs (augmentation draws) are re-seeded at the start of every
   epoch from ``(seed, rank, epoch)`` (:meth:`Distributed.epoch_seed`) instead of restored from the
-  checkpoint, which holds rank 0's state only. A resumed data-parallel run therefore repeats an
-  uninterrupted one with the same number of ranks; with another number it continues the same epoch
-  count on a different shard layout. A single process keeps the exact RNG restore.
+  checkpoint, which holds rank 0's state only: the draws do not depend on whether or where a run was
+  interrupted. A single process keeps the exact RNG restore.
 - **A dead rank ends the job within a bounded time.** The process group's timeout is
   ``FIELDSYM_DIST_TIMEOUT`` seconds (default 60 with gloo, 600 with NCCL); a peer that closed its
   connection is noticed at the next collective, a stalled one after the timeout. The survivors raise
