@@ -186,8 +186,8 @@ def _no_buffer_sync() -> dict[str, bool]:
 def setup(device: str = "auto") -> Distributed:
     """This process's :class:`Distributed` handle; joins the process group torchrun describes if needed.
 
-    ``device``: ``training.device`` (``auto``, ``cpu`` or ``cuda``); NCCL is used when it resolves to CUDA,
-    gloo otherwise. With ``WORLD_SIZE`` unset or 1 this is the single process. A process group that is
+    ``device``: ``training.device`` (``auto``, ``cpu`` or ``cuda``); NCCL is used when it is not ``cpu`` and
+    CUDA is available, gloo otherwise. With ``WORLD_SIZE`` unset or 1 this is the single process. A process group that is
     already initialised (by the caller) is used as it is.
     """
     if dist.is_available() and dist.is_initialized():
@@ -196,7 +196,8 @@ def setup(device: str = "auto") -> Distributed:
     if world_size <= 1:
         return Distributed()
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    # A CUDA request on a machine without CUDA is reported by the training set-up, on every rank.
+    cuda = device != "cpu" and torch.cuda.is_available()
     backend = "nccl" if cuda else "gloo"
     if cuda:
         if local_rank >= torch.cuda.device_count():

@@ -76,6 +76,21 @@ def low_pass(u: np.ndarray) -> np.ndarray:
     return np.fft.ifft2(np.fft.fft2(u) * np.exp(-(k[:, None] ** 2 + k[None, :] ** 2) / 4)).real
 
 
+def test_without_torchrun_it_is_one_process(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    ddp = distributed.setup("cpu")
+    model = torch.nn.Linear(2, 2)
+    assert (ddp.rank, ddp.world_size, ddp.active, ddp.is_main) == (0, 1, False, True)
+    assert ddp.wrap(model) is model and ddp.mean({"loss": 0.5}) == {"loss": 0.5} and ddp.from_main(lambda: 3) == 3
+
+
+def test_a_bad_timeout_is_refused_before_joining(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "soon")
+    with pytest.raises(ValueError, match="FIELDSYM_DIST_TIMEOUT='soon': expected a positive number of seconds"):
+        distributed.setup("cpu")
+
+
 # -- (a) same weights as one process on the global batch ------------------------------------------------------
 
 
