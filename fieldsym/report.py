@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import yaml
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter
 
 from fieldsym.fields import D4_MATRICES, FieldType
 from fieldsym.runner import EXAMPLES, RESULT, replacing, write_text
@@ -245,11 +246,20 @@ def _learning_figure(rows: list[dict], operators: Sequence[str], sizes: Sequence
                             markersize=4, alpha=1.0 if label else 0.5)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(list(sizes), [str(n) for n in sizes])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(_two_and_five))
     ax.set_xlabel("training samples")
     ax.set_ylabel("test relative L2 (dashed: quarter-turned)")
     ax.legend(frameon=False, fontsize=8)
     ax.grid(alpha=0.3, which="both")
     return fig
+
+
+def _two_and_five(value: float, _position) -> str:
+    """Minor tick labels of a log axis: only 2 and 5 times a power of ten, so they never crowd."""
+    return f"{value:g}" if value > 0 and round(value / 10 ** math.floor(math.log10(value))) in (2, 5) else ""
 
 
 def _equivariance_figure(latest: dict[str, list[dict]], columns: Sequence[str]) -> Figure:
@@ -258,8 +268,9 @@ def _equivariance_figure(latest: dict[str, list[dict]], columns: Sequence[str]) 
     panels = [(cols, title) for cols, title in ((continuous, "generators (Lie derivative)"),
                                                 (discrete, "group elements")) if cols]
     names = list(latest)
-    fig = Figure(figsize=(4.5 * len(panels) + 1, 3.8))
-    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    widths = [max(len(cols), 2) for cols, _ in panels]
+    fig = Figure(figsize=(1.2 * sum(widths) + 2.5, 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True, width_ratios=widths))
     floor = 1e-8
     width = 0.8 / len(names)
     for ax, (cols, title) in zip(axes, panels):
@@ -268,7 +279,8 @@ def _equivariance_figure(latest: dict[str, list[dict]], columns: Sequence[str]) 
             values = [max(float(np.mean([r[c] for r in latest[o]])), floor) for c in cols]
             ax.bar(pos + (i - (len(names) - 1) / 2) * width, values, width, color=COLOURS[i % len(COLOURS)],
                    label=o, bottom=0)
-        ax.set_xticks(pos, [c.removeprefix("equiv_") for c in cols])
+        ax.set_xticks(pos, [c.removeprefix("equiv_") for c in cols], rotation=25 if len(cols) > 4 else 0,
+                      ha="right" if len(cols) > 4 else "center")
         ax.set_yscale("log")
         ax.set_ylim(floor, 3)
         ax.set_title(title, fontsize=10)
@@ -324,7 +336,9 @@ def _example_figure(examples: dict[str, dict], in_type: FieldType, out_type: Fie
     for ax, image, label in ((axes[1, 0], field_image, f"{field}{magnitude}"),
                              (axes[1, 1], error_image, f"prediction - truth{magnitude}")):
         ax.axis("off")
-        fig.colorbar(image, cax=ax.inset_axes((0.55, 0.05, 0.1, 0.9)), label=label)
+        bar = fig.colorbar(image, cax=ax.inset_axes((0.75, 0.05, 0.1, 0.9)), label=label)
+        bar.ax.yaxis.set_ticks_position("left")
+        bar.ax.yaxis.set_label_position("left")
     fig.suptitle(f"{field} ({kind}), {'quarter-turned ' if turned else ''}test sample", fontsize=11)
     return fig
 

@@ -121,9 +121,10 @@ def run_experiment(config: ExperimentConfig, *, report: bool = True) -> Path:
                 len(config.experiment.seeds), path, len(test_set.samples))
     rows = []
     with logging_redirect_tqdm():
-        for run in tqdm(runs, desc=config.experiment.name, unit="run", disable=not _interactive()):
+        for i, run in enumerate(tqdm(runs, desc=config.experiment.name, unit="run", disable=not _interactive())):
+            logger.info("run %d/%d: %s", i + 1, len(runs), run.key)
             rows.append(run_one(config, run, out, test_set))
-    write_results(rows, out)
+            write_results(rows, out)  # the table so far: a long experiment can be read while it runs
     logger.info("experiment %s: %d runs done in %.0f s; results in %s", config.experiment.name, len(runs),
                 time.perf_counter() - started, out / "results.csv")
     if report:
