@@ -44,7 +44,9 @@ class PhysicalOperator(nn.Module):
     """``u -> decode(F(encode(u)))``: physical fields ``(B, C_in, H, W) -> (B, C_out, H, W)``.
 
     The statistics of :class:`~fieldsym.data.normalization.FieldNormalizer` as ``(C, 1, 1)`` float32
-    buffers; they commute with the symmetry, so this has ``F``'s symmetries.
+    buffers; they commute with the symmetry, so this has ``F``'s symmetries. Buffers, unlike
+    ``fieldsym.train.NormalizedOperator``'s normaliser objects, are weights of the exported graph and
+    entries of the state dict that ``safetensors`` stores.
     """
 
     def __init__(self, model: nn.Module, in_norm: FieldNormalizer, out_norm: FieldNormalizer) -> None:

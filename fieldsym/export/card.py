@@ -112,7 +112,7 @@ def markdown(card: dict[str, Any]) -> str:
         f"- shape (H, W): {grid['shape'][0]} x {grid['shape'][1]}, spacing (dy, dx): {grid['spacing']}, "
         f"origin (y0, x0): {grid['origin']}",
         f"- periodic: y {grid['periodic']['y']}, x {grid['periodic']['x']}",
-        f"- batch size: any; grid size: " + (f"any from {grid['min_shape'][0]} x {grid['min_shape'][1]}"
+        "- batch size: any; grid size: " + (f"any from {grid['min_shape'][0]} x {grid['min_shape'][1]}"
                                              if grid["dynamic"] else "fixed"),
         "",
         "## Normalisation (baked into the graph: it takes and returns physical fields)",

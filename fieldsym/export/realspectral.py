@@ -48,7 +48,8 @@ class RealSpectralConv(nn.Module):
             )
         rows, cols, c_in, c_out = kernel.shape
         self.ky, self.kx, self.c_in, self.c_out = (rows - 1) // 2, cols - 1, c_in, c_out
-        k = kernel.detach().flatten(0, 1)  # (s, i, o), s = (k_y, k_x) row-major
+        k = kernel.detach().transpose(0, 1).flatten(0, 1)  # (s, i, o), s = (k_x, k_y) row-major
+        # Rows (p_in, i), columns (p_out, o): [x_re, x_im] @ [[W_re, W_im], [-W_im, W_re]].
         block = torch.cat([torch.cat([k.real, k.imag], dim=2), torch.cat([-k.imag, k.real], dim=2)], dim=1)
         self.weight = nn.Parameter(block.contiguous(), requires_grad=False)  # (s, 2 i, 2 o)
         self.bias = None if bias is None else nn.Parameter(bias.detach().reshape(c_out, 1, 1).clone(),
@@ -58,32 +59,33 @@ class RealSpectralConv(nn.Module):
         if output_shape is not None:
             raise ValueError("RealSpectralConv keeps the grid; resample outside the operator")
         b, H, W = x.shape[0], x.shape[-2], x.shape[-1]
-        ky, kx, rows, cols = self.ky, self.kx, 2 * self.ky + 1, self.kx + 1
+        i, o, rows, cols = self.c_in, self.c_out, 2 * self.ky + 1, self.kx + 1
         torch._check(H >= rows, lambda: f"the grid needs at least {rows} rows for the kept modes")
-        torch._check(W >= 2 * kx + 1, lambda: f"the grid needs at least {2 * kx + 1} columns for the kept modes")
-        cos_x, sin_x = _phases(W, torch.arange(cols, device=x.device), x.dtype)  # (kx, W)
-        cos_y, sin_y = _phases(H, torch.arange(-ky, ky + 1, device=x.device), x.dtype)  # (ky, H)
+        torch._check(W >= 2 * cols - 1, lambda: f"the grid needs at least {2 * cols - 1} columns for the kept modes")
+        cos_x, sin_x = _phases(W, torch.arange(cols, device=x.device), x.dtype)  # (k_x, W)
+        C, S = _phases(H, torch.arange(-self.ky, self.ky + 1, device=x.device), x.dtype)  # (k_y, H)
+        # Every transform is one large matmul over a grid axis; (real, imaginary) pairs sit next to that
+        # axis, so the complex arithmetic is in the block tables: exp(-i t) (r + i m) = (C r + S m) + i (C m - S r)
+        # forward, exp(+i t) (r + i m) = (C r - S m) + i (S r + C m) inverse. p = part (re, im).
 
-        # Forward DFT. Along x: (b, i, H, W) @ (W, 2 kx) -> [Re | Im] per row.
-        a = x @ (torch.cat([cos_x, -sin_x]).T / W)
-        a_re, a_im = a[..., :cols], a[..., cols:]
-        # Along y: (ky, H) @ (b, i, H, kx); exp(-i t) (p + i q) = (cos p + sin q) + i (cos q - sin p).
-        c_re = (cos_y @ a_re + sin_y @ a_im) / H
-        c_im = (cos_y @ a_im - sin_y @ a_re) / H  # (b, i, ky, kx)
+        # Forward along x: (b i H, W) @ (W, [cos | -sin] k_x) / W -> (b, i, H, p, k_x).
+        a = (x @ (torch.cat([cos_x, -sin_x]).T / W)).unflatten(-1, (2, cols))
+        # Along y: (b i k_x, p H) @ (p H, p k_y) -> c (b, i, k_x, p, k_y).
+        to_y = torch.cat([torch.cat([C.T, -S.T], dim=1), torch.cat([S.T, C.T], dim=1)]) / H
+        c = (a.permute(0, 1, 4, 3, 2).reshape(-1, 2 * H) @ to_y).reshape(b, i, cols, 2, rows)
 
-        # Kernel: (s, b, [re i | im i]) @ (s, 2 i, 2 o) -> (s, b, [re o | im o]); s=mode b=batch i,o=channel.
-        z = torch.cat([c_re, c_im], dim=1).flatten(2).permute(2, 0, 1)
-        out = torch.bmm(z, self.weight).permute(1, 2, 0).reshape(b, 2 * self.c_out, rows, cols)
-        o_re, o_im = out[:, : self.c_out], out[:, self.c_out :]
+        # Kernel: (s, b, p i) @ (s, p i, p o) -> (s, b, p o); s = (k_x, k_y) mode, b=batch, i,o=channel.
+        z = c.permute(2, 4, 0, 3, 1).reshape(cols * rows, b, 2 * i)
+        out = torch.bmm(z, self.weight).reshape(cols, rows, b, 2, o)
 
-        # Inverse DFT. Along y: sum_ky exp(+i t) (p + i q) = (cos p - sin q) + i (cos q + sin p).
-        cos_yt, sin_yt = cos_y.T, sin_y.T  # (H, ky)
-        g_re = cos_yt @ o_re - sin_yt @ o_im
-        g_im = cos_yt @ o_im + sin_yt @ o_re  # (b, o, H, kx)
-        # Along x: w(kx) (Re cos - Im sin); the k_x = 0 column counts once (Hermitian, like irfft2).
+        # Inverse along y: (b o k_x, p k_y) @ (p k_y, p H) -> (b, o, k_x, p, H).
+        from_y = torch.cat([torch.cat([C, S], dim=1), torch.cat([-S, C], dim=1)])
+        g = (out.permute(2, 4, 0, 3, 1).reshape(-1, 2 * rows) @ from_y).reshape(b, o, cols, 2, H)
+        # Along x: sum_kx w(k_x) (Re cos - Im sin), w = 1 for k_x = 0 (read as Hermitian, like irfft2), else 2.
         weight = torch.cat([torch.ones(1, 1, dtype=x.dtype, device=x.device),
                             torch.full((cols - 1, 1), 2.0, dtype=x.dtype, device=x.device)])
-        y = torch.cat([g_re, g_im], dim=-1) @ torch.cat([weight * cos_x, -weight * sin_x])
+        from_x = torch.cat([weight * cos_x, -weight * sin_x])  # (p k_x, W)
+        y = (g.permute(0, 1, 4, 3, 2).reshape(-1, 2 * cols) @ from_x).reshape(b, o, H, W)
         return y if self.bias is None else y + self.bias
 
     def transform(self, x: torch.Tensor, output_shape: tuple[int, ...] | None = None) -> torch.Tensor:
