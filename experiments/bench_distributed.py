@@ -12,7 +12,9 @@ global batch is ``batch * processes`` (weak scaling, as with ``torchrun``).
 
 Throughput counts training samples over the time the training loader is iterated (data, forward,
 backward, gradient all-reduce, optimiser step), excluding validation and checkpoints, in every epoch
-after the first (warm-up). 1 and 2 processes alternate for ``--rounds`` rounds and the median over
+after the first (warm-up): over wall time, and over CPU time (of the busier process, all its threads),
+which is what the processes would reach with a core each and no waiting, whatever else the machine
+runs. 1 and 2 processes alternate for ``--rounds`` rounds and the median over
 every timed epoch is reported, because this machine is shared and its load drifts (the 1-minute load
 average is printed with the table). Scaling efficiency = ``samples/s(2 processes) / (2 * samples/s(1
 process))``.
@@ -48,7 +50,8 @@ VARIANTS = ("unconstrained", "penalized fd1 Tx,Ty")
 
 
 class TimedLoader:
-    """Passes batches through and records, per epoch, seconds from the first request to exhaustion and samples."""
+    """Passes batches through and records, per epoch, the wall and CPU seconds (this process, all its
+    threads) from the first request to exhaustion, and the samples."""
 
     def __init__(self, loader) -> None:
         self.loader, self.epochs = loader, []
@@ -57,11 +60,11 @@ class TimedLoader:
         self.loader.set_epoch(epoch)
 
     def __iter__(self):
-        started, samples = time.perf_counter(), 0
+        wall, cpu, samples = time.perf_counter(), time.process_time(), 0
         for x, y in self.loader:
             samples += x.shape[0]
             yield x, y
-        self.epochs.append((time.perf_counter() - started, samples))
+        self.epochs.append((time.perf_counter() - wall, time.process_time() - cpu, samples))
 
 
 def write_data(path: Path, samples: int, size: int) -> Path:
@@ -96,10 +99,15 @@ def worker(rank: int, world: int, port: int, data: str, variant: str, batch: int
         fit(model, loader, [dataset.read(0, batch)], Path(out) / f"{variant}-{world}-{round_}",
             training=TrainingConfig(epochs=epochs, batch_size=batch, device="cpu"),
             normalizers=fit_normalizers(dataset), penalty=penalty)
-        # Every rank's steps wait for the all-reduce, so rank 0's time is the job's.
-        rates = [world * samples / seconds for seconds, samples in loader.epochs[1:]]
+        # Every rank's steps wait for the all-reduce, so rank 0's wall time is the job's. CPU time: the
+        # busier rank's, i.e. the rate if every process had a core of its own and never waited.
+        wall = [world * samples / seconds for seconds, _, samples in loader.epochs[1:]]
+        cpu = torch.tensor([seconds for _, seconds, _ in loader.epochs[1:]], dtype=torch.float64)
+        if ddp.active:
+            torch.distributed.all_reduce(cpu, op=torch.distributed.ReduceOp.MAX)
+        cpu_rates = [world * samples / float(s) for (_, _, samples), s in zip(loader.epochs[1:], cpu)]
         if ddp.is_main:
-            torch.save(rates, Path(out) / f"rates-{variant}-{world}.pt")
+            torch.save((wall, cpu_rates), Path(out) / f"rates-{variant}-{world}.pt")
     finally:
         distributed.teardown()
 
@@ -121,24 +129,28 @@ def main(argv=None) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data(Path(tmp) / "data.nc", args.samples, args.size)
-        rates: dict[tuple[str, int], list[float]] = {(v, w): [] for v in VARIANTS for w in (1, 2)}
+        rates = {(v, w, clock): [] for v in VARIANTS for w in (1, 2) for clock in ("wall", "cpu")}
         loads = []
         for round_ in range(args.rounds):
             for variant in VARIANTS:
                 for world in (1, 2):
                     job = (world, free_port(), str(data), variant, args.batch, args.epochs, tmp, round_)
                     mp.spawn(worker, args=job, nprocs=world, join=True)
-                    rates[variant, world] += torch.load(Path(tmp) / f"rates-{variant}-{world}.pt")
+                    wall, cpu = torch.load(Path(tmp) / f"rates-{variant}-{world}.pt")
+                    rates[variant, world, "wall"] += wall
+                    rates[variant, world, "cpu"] += cpu
                     loads.append(os.getloadavg()[0])
     rates = {key: statistics.median(values) for key, values in rates.items()}
     load = statistics.median(loads)
     print(f"cores={os.cpu_count()} threads per process=1 grid={args.size} batch per process={args.batch} "
           f"samples={args.samples} timed epochs={args.rounds * (args.epochs - 1)} per cell backend=gloo "
           f"load average (1 min, median)={load:.1f}")
-    print(f"{'variant':22s} {'1 proc samples/s':>17s} {'2 procs samples/s':>18s} {'speed-up':>9s} {'efficiency':>11s}")
+    print(f"{'variant':22s} {'clock':5s} {'1 proc samples/s':>17s} {'2 procs samples/s':>18s} {'speed-up':>9s} "
+          f"{'efficiency':>11s}")
     for variant in VARIANTS:
-        one, two = rates[variant, 1], rates[variant, 2]
-        print(f"{variant:22s} {one:17.1f} {two:18.1f} {two / one:9.2f} {two / (2 * one):11.0%}")
+        for clock in ("wall", "cpu"):
+            one, two = rates[variant, 1, clock], rates[variant, 2, clock]
+            print(f"{variant:22s} {clock:5s} {one:17.1f} {two:18.1f} {two / one:9.2f} {two / (2 * one):11.0%}")
 
 
 if __name__ == "__main__":
