@@ -5,7 +5,8 @@ Operators, per group:
 
 - ``fno``: FieldFNO of width 32 with neuralop's grid embedding (the reference);
 - ``gfno``: GroupFNO with the invariant embedding and the hidden_channels (regular channels, |G|
-  copies each) that bring its parameter count closest to the reference's;
+  copies each) that bring its parameter count closest to the reference's; lifting and projection
+  ratio 2 like the FNO's, or ``--gfno-ratio`` (1 keeps those tensors c |G| wide instead of 2 c |G|);
 - ``fno_wide``: FieldFNO as wide as GroupFNO's hidden tensor (``hidden_channels * |G|`` channels), to
   separate the cost of the wider activations from the cost of the symmetry constraint.
 
@@ -33,11 +34,12 @@ FIELD = "v:vector"
 N_MODES, BATCH, GRID, LAYERS, WIDTH = 12, 16, 64, 4, 32
 
 
-def matched_gfno(group: str, target: int) -> GroupFNO:
+def matched_gfno(group: str, target: int, ratio: float) -> GroupFNO:
     """The GroupFNO whose parameter count is closest to ``target``."""
 
     def build(c: int) -> GroupFNO:
-        return GroupFNO(FIELD, FIELD, group, N_MODES, c, n_layers=LAYERS, positional_embedding=True)
+        return GroupFNO(FIELD, FIELD, group, N_MODES, c, n_layers=LAYERS, positional_embedding=True,
+                        lifting_channel_ratio=ratio, projection_channel_ratio=ratio)
 
     counts = {c: count_parameters(build(c)) for c in range(2, WIDTH + 1)}
     return build(min(counts, key=lambda c: abs(counts[c] - target)))
@@ -77,6 +79,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--groups", default="C4,D4")
+    parser.add_argument("--gfno-ratio", type=float, default=2.0,
+                        help="GroupFNO lifting and projection channel ratio (the FNO's is 2)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,7 +91,7 @@ def main() -> None:
     n_ref = count_parameters(reference)
     print(f"device={args.device} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
     for group in args.groups.split(","):
-        gfno = matched_gfno(group, n_ref).to(args.device)
+        gfno = matched_gfno(group, n_ref, args.gfno_ratio).to(args.device)
         hidden = gfno.convs[0].c_out * len(gfno.group)
         models = {"fno": reference, "gfno": gfno, "fno_wide": fno(hidden).to(args.device)}
         steps = {name: step_fn(model, u, target) for name, model in models.items()}

@@ -18,6 +18,7 @@ from fieldsym.models import (
     build_operator,
     count_parameters,
 )
+from fieldsym.models.gspectral import GroupSpectralConv
 from fieldsym.models.regular import Lift, PointGroup, Project, RegularLinear
 
 ELEMENTS = {"C4": ("r1", "r2", "r3"), "D4": tuple(n for n in D4_MATRICES if n != "e")}
@@ -95,6 +96,21 @@ def test_invariant_embedding_breaks_translations():
 
 
 # -- the pieces --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("group", ["C4", "D4"])
+@pytest.mark.parametrize("n, periodic", GRIDS)
+def test_layers_on_regular_features_commute_with_the_group(group, n, periodic):
+    """Each regular -> regular layer alone, so a failure of the whole operator can be located."""
+    torch.manual_seed(0)
+    G = PointGroup(group)
+    h = torch.randn(2, 3, len(G), n, n, dtype=torch.float64)
+    for layer in (GroupSpectralConv(G, 3, 2, max_mode=4).double(), RegularLinear(G, 3, 2).double()):
+        with torch.no_grad():
+            out = layer(h)
+            for g in range(1, len(G)):
+                moved = layer(G.act_regular(h, g, periodic))
+                assert (moved - G.act_regular(out, g, periodic)).norm() / out.norm() < 1e-12
 
 
 def regular_matrices(group: PointGroup, copies: int) -> torch.Tensor:

@@ -16,12 +16,12 @@ permutation. The block mirrors neuralop's FNO block (post-activation, linear ski
 convolution, soft-gated skip around a channel MLP of expansion 1/2, lifting and projection MLPs of
 width ratio 2) so the two operators differ only in the symmetry constraint.
 
-Cost: a step costs what an FNO as wide as the hidden tensor (``c |G|`` channels) costs: measured
-1.05x (C4) and 1.00x (D4) on CPU, where a step is bound by activation memory. At equal parameter
-count, though, the hidden tensor is ``sqrt(|G|)`` times the FNO's width (the spectral weights hold
-``c^2 |G|`` complex numbers per mode against ``width^2``), so the step costs about 3x (C4) and 4.5x
-(D4) an FNO with as many parameters; at equal step cost it has ``1/|G|`` of the parameters.
-``experiments/bench_gfno_step.py`` measures both ratios.
+Cost: a training step costs about what an FNO as wide as the hidden tensor (``c |G|`` channels)
+costs (0.9x-1.1x measured on CPU, where a step is bound by activation memory): the constraint itself
+is nearly free. At equal parameter count, though, the hidden tensor is ``sqrt(|G|)`` times the FNO's
+width (the spectral weights hold ``c^2 |G|`` complex numbers per mode against ``width^2``), so a step
+costs 2x-3.6x (C4) and 3.3x-5.7x (D4) an FNO with as many parameters on a shared 2-core CPU; at equal
+step cost it has ``1/|G|`` of the parameters. ``experiments/bench_gfno_step.py`` measures both.
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ class GroupFNO(nn.Module):
     input, so forcings with the group's symmetry are representable while the operator stays
     equivariant; it breaks translations. ``periodic``: ``(y, x)``, where the centre of the embedding
     lies (it must match the data's grid; the layers themselves are equivariant on both kinds).
-    Quarter turns need a square grid.
+    ``channel_mlp_expansion``, ``lifting_channel_ratio``, ``projection_channel_ratio``: as in
+    neuralop's FNO, in regular channels (ratio 1 keeps the lifting and projection tensors ``c |G|``
+    wide instead of ``2 c |G|``: about 20% cheaper steps for C4, 10% for D4). Quarter turns need a
+    square grid.
     """
 
     def __init__(

@@ -9,13 +9,14 @@ so any pointwise nonlinearity commutes with it. The linear maps between typed fi
 ``rho_out`` from :meth:`FieldType.rho`) and regular features must satisfy the intertwiner constraint
 ``K rho_in(g) = rho_reg(g) K``. We do not solve it numerically: the group average
 ``K = 1/|G| sum_g rho_reg(g)^-1 K0 rho_in(g)`` of a ``K0`` that only writes into the identity copy
-gives every solution exactly once (Frobenius reciprocity: ``Hom_G(V, regular) = Hom(V, R)``), in
-closed form, with no redundant parameters and no SVD tolerance; ``tests/test_models_gfno.py`` checks
-that these maps span the numerical null space of the constraint. The closed forms:
+(for the projection: only reads it) gives every solution exactly once (Frobenius reciprocity:
+``Hom_G(V, regular) = Hom(V, R)``), in closed form, with no redundant parameters and no SVD
+tolerance; ``tests/test_models_gfno.py`` checks that these maps span the numerical null space of the
+constraint. The closed forms:
 
     lift     typed -> regular    (L u)_k = K0 rho_in(A_k)^-1 u               K0: (c_out, C_in)
     project  regular -> typed    P h     = sum_k rho_out(A_k) P0 h_k         P0: (C_out, c_in)
-    mix      regular -> regular  (M h)_k = sum_m w(k^-1 m) h_m               w:  (|G|, c_out, c_in)
+    mix      regular -> regular  (M h)_k = sum_m w(k^-1 m) h_m               w:  (c_out, c_in, |G|)
 
 A bias must be invariant: per channel (shared by the copies) on regular features, and
 ``1/|G| sum_g rho_out(g) b0`` on typed outputs (zero for D4 on pseudoscalars and vectors).
