@@ -275,3 +275,13 @@ def test_cli_export_and_predict(runs, exports, tmp_path, capsys):
     assert inspect_file(tmp_path / "out.nc", ["v"]).num_samples == SAMPLES
     assert main(["export", str(tmp_path / "nowhere"), "--format", "pt2"]) == 1
     assert main(["predict", str(out), str(tmp_path / "missing.nc"), str(tmp_path / "x.nc")]) == 1
+
+
+def test_a_moved_data_file_is_asked_for_and_can_be_given(tmp_path):
+    write_inputs(tmp_path / "data.nc", seed=0)
+    run = make_run(tmp_path, "fno")
+    moved = (tmp_path / "data.nc").rename(tmp_path / "moved.nc")
+    with pytest.raises(ExportError, match="--data PATH"):
+        export_run(run, "safetensors")
+    card = load_export(export_run(run, "safetensors", data=moved)).card
+    assert card["data"]["file"] == str(moved) and card["data"]["pde"] == "test_pde"

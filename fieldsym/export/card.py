@@ -124,14 +124,15 @@ def markdown(card: dict[str, Any]) -> str:
         n = card["normalization"][side]
         lines.append(f"| {side} | {n['field_type']} | {_numbers(n['shift'])} | {_numbers(n['scale'])} |")
     lines += ["", "## Training data", ""]
-    lines += [f"- {key}: {value}" for key, value in data.items() if value is not None and key != "history"]
+    lines += [f"- {key}: {json.dumps(value) if isinstance(value, dict) else value}" for key, value in data.items()
+              if value is not None and key != "history"]
     lines += [
         "",
         "## Training",
         "",
         f"- epochs: {training['epoch']}, steps: {training['step']}, seed: {training['seed']}",
         f"- best validation relative L2: {_number(training['valid_rel_l2'])} (epoch {training['best_epoch']})",
-        f"- test error: {training['test_error'] if training['test_error'] else 'not in the run'}",
+        f"- test error: {json.dumps(training['test_error']) if training['test_error'] else 'not in the run'}",
         "",
         "## Equivariance",
         "",

@@ -42,7 +42,7 @@ class Run:
     """A trained operator and what is known about it.
 
     ``model``: the operator on normalised fields, float32, eval mode. ``grid``: the data's grid.
-    ``data_file``: ``None`` when the data file is not available. ``data``: its provenance.
+    ``data``: the training data's provenance (file, SHA-256, solver, parameters, seed when known).
     ``output_attrs``: units and long name per output field. ``timing``: ``lead_steps`` (time steps from
     the last input to the output) and ``time_step`` (of the data), ``None`` where unknown.
     ``inputs``: ``(B, C_in, H, W)`` physical fields to measure equivariance on, described by ``inputs_note``.
@@ -56,7 +56,6 @@ class Run:
     out_norm: FieldNormalizer
     grid: Grid
     spec: DataSpec
-    data_file: Path | None
     data: dict[str, Any]
     output_attrs: dict[str, dict[str, str]]
     timing: dict[str, Any]
@@ -112,7 +111,7 @@ def load_run(source: str | Path, data: str | Path | None = None, samples: int = 
                           f"({str(error).splitlines()[0]}); the checkpoint was written by another fieldsym "
                           "version or modified") from error
     inputs, note = _probe_inputs(config, spec, data_file, in_norm, grid, samples)
-    return Run(checkpoint, config, operator, model, in_norm, out_norm, grid, spec, data_file, attrs,
+    return Run(checkpoint, config, operator, model, in_norm, out_norm, grid, spec, attrs,
                output_attrs, timing, inputs, note, _training_summary(state, config))
 
 
