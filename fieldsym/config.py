@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from fieldsym.data.spec import DataSpec
 
 SolverName = Literal["navier_stokes", "buoyancy", "darcy"]
-OperatorKind = Literal["fno", "gfno", "averaged"]
+OperatorKind = Literal["fno", "gfno", "steerable", "averaged"]
 LieMethod = Literal["jvp", "fd", "fd1"]
 FieldKindName = Literal["scalar", "pseudoscalar", "vector"]
 GroupName = Literal["C4", "D4"]

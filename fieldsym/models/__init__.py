@@ -3,6 +3,7 @@
 - :class:`FieldFNO` — neuraloperator's FNO on typed fields (no symmetry imposed; exact whole-cell shift
   equivariance without positional embedding and padding);
 - :class:`GroupFNO` — C4/D4-equivariant FNO for scalar, pseudoscalar and vector fields;
+- :class:`SteerableFNO` — SO(2)/O(2)-equivariant FNO whose layers solve the Lie-derivative constraint;
 - :class:`GroupAveraged` — any operator averaged over a finite group, exactly equivariant to it;
 - :func:`build_operator`, :func:`count_parameters` — for the config layer and for fair comparisons.
 """
@@ -12,6 +13,7 @@ from fieldsym.models.build import KINDS, build_operator, count_parameters
 from fieldsym.models.embedding import InvariantGridEmbedding
 from fieldsym.models.fno import FieldFNO, ShiftExactSpectralConv
 from fieldsym.models.gfno import GroupFNO
+from fieldsym.models.steerable import SteerableFNO
 
 __all__ = [
     "FieldFNO",
@@ -20,6 +22,7 @@ __all__ = [
     "InvariantGridEmbedding",
     "KINDS",
     "ShiftExactSpectralConv",
+    "SteerableFNO",
     "build_operator",
     "count_parameters",
 ]

@@ -15,8 +15,9 @@ from fieldsym.fields import FieldType
 from fieldsym.models.averaging import GroupAveraged
 from fieldsym.models.fno import FieldFNO
 from fieldsym.models.gfno import GroupFNO
+from fieldsym.models.steerable import SteerableFNO
 
-_CONSTRUCTORS = {"fno": FieldFNO, "gfno": GroupFNO}
+_CONSTRUCTORS = {"fno": FieldFNO, "gfno": GroupFNO, "steerable": SteerableFNO}
 KINDS = (*_CONSTRUCTORS, "averaged")
 
 

@@ -1,0 +1,310 @@
+"""The enforced continuous operator: an SO(2)- or O(2)-steerable Fourier neural operator.
+
+Every linear map is solved from the Lie-derivative constraint (:mod:`fieldsym.constraints`) instead
+of being tied over a finite orbit, so the operator commutes with rotations by any angle (and, for O(2),
+with reflections), not just quarter turns. Hidden features are sums of SO(2)/O(2) irreps
+(:class:`~fieldsym.constraints.Irreps`, e.g. ``"8x0 + 4x0- + 8x1 + 4x2"``).
+
+Spectral convolution. With ``theta_k = atan2(k_y, k_x)`` and ``rho = |k|`` (``k`` in cycles per domain,
+``k_y`` along H), the kernel between an input irrep and an output irrep is
+
+    W(k) = sum_{n, r} w_{n r} f_r(rho) s_{l_n}(rho) B_n(theta_k) * (i if l_n is odd else 1)
+
+- ``B_n``: the angular basis of :func:`~fieldsym.constraints.spectral_basis`, harmonic order ``l_n``;
+- ``f_r``: Gaussian bumps ``exp(-(rho - c_r)^2 / 2 s^2) + exp(-(rho + c_r)^2 / 2 s^2)`` (even in
+  ``rho``, so smooth in ``k``) times the taper ``exp(1 - 1 / (1 - (rho / K)^2))`` that vanishes with all
+  its derivatives at the disc edge ``rho = K``; the disc, unlike FieldFNO's square, is rotation-invariant;
+- ``s_l(rho) = (rho / sqrt(rho^2 + 1))^l``: ``W`` behaves like ``rho^l cos(l theta)`` at ``k = 0``, a
+  polynomial in ``k``; smooth ``W(k)`` means a spatially localized kernel, so a field that vanishes near
+  the seam of the periodic box maps to one that does too (what the continuous Lie derivative needs);
+- the ``i``: a real field's kernel satisfies ``W(-k) = conj(W(k))``; ``-k`` is ``theta + pi``, which
+  multiplies order ``l`` by ``(-1)^l``, so odd orders are imaginary (the gradient is ``i k``), even
+  orders real. The learned ``w_{n r}`` are real.
+
+Equivariance ``W(R k) rho_in(R) = rho_out(R) W(k)`` holds for every rotation ``R`` by construction; on the
+``rfft2`` lattice, quarter turns and axis reflections map sampled wave vectors onto sampled wave
+vectors, so C4 (SO(2)) and D4 (O(2)) equivariance is exact to rounding. Continuous rotations are exact
+for the underlying continuous operator and discretised only by the pointwise nonlinearity (aliasing,
+shrinking with resolution). ``k`` counts cycles per domain on both axes, so a rotation of ``k`` is a
+rotation of space only on a square domain.
+
+Nonlinearity (:class:`NormActivation`): GELU on scalars (``"0"``); on pseudoscalars and 2-d irreps the
+norm gate ``u -> u sigmoid(|u|_eps + b)`` with ``|u|_eps = sqrt(|u|^2 + eps^2)`` (smooth at 0), which
+commutes with rotations and reflections because ``|u|`` is invariant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fieldsym.constraints import (
+    Irreps,
+    channel_basis,
+    harmonic_values,
+    irrep_dim,
+    spectral_basis,
+)
+from fieldsym.fields import FieldType
+from fieldsym.models.spectral import irfft2_modes, rfft2_modes
+
+NORM_EPS = 1e-3
+
+
+def _blocks(irreps: Irreps):
+    """``(slice, multiplicity, label)`` of every block."""
+    return [(sl, m, label) for sl, (m, label) in zip(irreps.slices(), irreps.blocks)]
+
+
+class SteerableLinear(nn.Module):
+    """Pointwise equivariant channel map ``(b, C_in, H, W) -> (b, C_out, H, W)``.
+
+    Block ``(out a, in b)`` of the matrix is ``sum_n w[i, j, n] B_n`` with ``B_n`` from
+    :func:`~fieldsym.constraints.channel_basis`; a bias only on invariant blocks (``"0"``, and ``"0-"``
+    under SO(2)).
+    """
+
+    def __init__(self, irreps_in: Irreps | str, irreps_out: Irreps | str, group: str = "SO2", bias: bool = True):
+        super().__init__()
+        self.irreps_in, self.irreps_out = Irreps.parse(irreps_in), Irreps.parse(irreps_out)
+        self.group = group
+        self.pairs: list[tuple[int, int]] = []
+        self.weights = nn.ParameterList()
+        std = 1 / math.sqrt(self.irreps_in.num_channels)
+        for a, (m_a, la) in enumerate(self.irreps_out.blocks):
+            for b, (m_b, lb) in enumerate(self.irreps_in.blocks):
+                basis = channel_basis(la, lb, group).basis  # (n, d_a, d_b)
+                if basis.shape[0] == 0:
+                    continue
+                self.register_buffer(f"basis_{a}_{b}", basis, persistent=False)
+                self.pairs.append((a, b))
+                self.weights.append(nn.Parameter(std * torch.randn(m_a, m_b, basis.shape[0])))
+        invariant = ("0",) if group == "O2" else ("0", "0-")
+        mask = torch.zeros(self.irreps_out.num_channels)
+        for sl, _, label in _blocks(self.irreps_out):
+            if label in invariant:
+                mask[sl] = 1
+        self.register_buffer("bias_mask", mask, persistent=False)
+        self.bias = nn.Parameter(torch.zeros(self.irreps_out.num_channels)) if bias and mask.any() else None
+
+    def matrix(self) -> torch.Tensor:
+        """``(C_out, C_in)``."""
+        out_sl, in_sl = self.irreps_out.slices(), self.irreps_in.slices()
+        ref = self.weights[0] if len(self.weights) else self.bias_mask
+        M = ref.new_zeros(self.irreps_out.num_channels, self.irreps_in.num_channels)
+        for (a, b), w in zip(self.pairs, self.weights):
+            basis = getattr(self, f"basis_{a}_{b}")
+            # i=out copy, j=in copy, n=basis, o=out component, c=in component
+            block = torch.einsum("ijn,noc->iojc", w, basis.to(w.dtype))
+            M[out_sl[a], in_sl[b]] = block.reshape(M[out_sl[a], in_sl[b]].shape)
+        return M
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.einsum("oc,bchw->bohw", self.matrix().to(x.dtype), x)  # o=out, c=in channel
+        if self.bias is not None:
+            out = out + (self.bias * self.bias_mask).to(x.dtype)[:, None, None]
+        return out
+
+    def extra_repr(self) -> str:
+        return f"'{self.irreps_in}' -> '{self.irreps_out}', group={self.group}"
+
+
+class NormActivation(nn.Module):
+    """GELU on ``"0"`` blocks; ``u sigmoid(sqrt(|u|^2 + eps^2) + b)`` per copy on the others."""
+
+    def __init__(self, irreps: Irreps | str):
+        super().__init__()
+        self.irreps = Irreps.parse(irreps)
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(m)) for _, m, label in _blocks(self.irreps) if label != "0"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts, gated = [], iter(self.biases)
+        for sl, m, label in _blocks(self.irreps):
+            u = x[:, sl]
+            if label == "0":
+                parts.append(F.gelu(u))
+                continue
+            b, d = next(gated), irrep_dim(label)
+            u = u.reshape(u.shape[0], m, d, *u.shape[-2:])
+            norm = torch.sqrt(u.pow(2).sum(2, keepdim=True) + NORM_EPS**2)
+            parts.append((u * torch.sigmoid(norm + b.to(x.dtype)[:, None, None, None])).flatten(1, 2))
+        return torch.cat(parts, dim=1)
+
+
+def radial_profiles(rho: torch.Tensor, K: int, n_radial: int) -> torch.Tensor:
+    """``(n_radial, *rho.shape)``: even Gaussian bumps in ``rho`` on ``[0, K)`` times a smooth taper
+    that vanishes for ``rho >= K`` (see the module docstring)."""
+    spacing = K / n_radial
+    centres = spacing * torch.arange(n_radial, dtype=torch.float64)
+    s = spacing
+    r, c = rho[None], centres.reshape(-1, *([1] * rho.ndim))
+    bumps = torch.exp(-((r - c) ** 2) / (2 * s**2)) + torch.exp(-((r + c) ** 2) / (2 * s**2))
+    t = (rho / K).clamp(max=1.0)
+    inside = t < 1
+    taper = torch.where(inside, torch.exp(1 - 1 / torch.where(inside, 1 - t**2, 1.0)), 0.0)
+    return bumps * taper
+
+
+class SteerableSpectralConv(nn.Module):
+    """Spectral convolution ``(b, C_in, H, W) -> (b, C_out, H, W)`` with the steerable kernel ``W(k)``
+    of the module docstring on the disc ``|k| <= K`` (``K < min(H, W) / 2``)."""
+
+    def __init__(self, irreps_in: Irreps | str, irreps_out: Irreps | str, K: int, group: str = "SO2",
+                 n_radial: int = 3):
+        super().__init__()
+        self.irreps_in, self.irreps_out = Irreps.parse(irreps_in), Irreps.parse(irreps_out)
+        if not isinstance(K, int) or K < 1 or n_radial < 1:
+            raise ValueError(f"SteerableSpectralConv needs a radius K >= 1 and n_radial >= 1, got {K!r}, {n_radial!r}")
+        self.K, self.group, self.n_radial = K, group, n_radial
+        L = self.irreps_in.max_frequency + self.irreps_out.max_frequency
+        ky = torch.arange(-K, K + 1, dtype=torch.float64)[:, None].expand(-1, K + 1)
+        kx = torch.arange(0, K + 1, dtype=torch.float64)[None, :].expand(2 * K + 1, -1)
+        rho, theta = torch.sqrt(kx**2 + ky**2), torch.atan2(ky, kx)
+        radial = radial_profiles(rho, K, n_radial)  # (r, y, x)
+        spacing = K / n_radial
+        harmonics = harmonic_values(L, theta)  # (h, y, x)
+        self.pairs: list[tuple[int, int, bool]] = []
+        self.weights = nn.ParameterList()
+        fan_in = self.irreps_in.num_channels * n_radial
+        for a, (m_a, la) in enumerate(self.irreps_out.blocks):
+            for b, (m_b, lb) in enumerate(self.irreps_in.blocks):
+                ns, orders = spectral_basis(la, lb, L, group)
+                for odd in (False, True):
+                    keep = [n for n, l in enumerate(orders) if l % 2 == odd]
+                    if not keep:
+                        continue
+                    l_n = torch.tensor([orders[n] for n in keep], dtype=torch.float64)
+                    # n=basis, h=harmonic, o/c=out/in component, y/x=wave-number grid
+                    angular = torch.einsum("nhoc,hyx->noyxc", ns.basis[keep], harmonics)
+                    onset = (1 - torch.exp(-(rho / spacing) ** 2))[None] ** (l_n[:, None, None] / 2)
+                    # n=basis, r=radial, o/c=components, y/x=wave numbers -> (n r, o, c, y, x)
+                    kern = torch.einsum("noyxc,nyx,ryx->nrocyx", angular, onset, radial)
+                    kern = kern.reshape(-1, *kern.shape[2:])
+                    self.register_buffer(f"kernel_{a}_{b}_{int(odd)}", kern, persistent=False)
+                    self.pairs.append((a, b, odd))
+                    self.weights.append(nn.Parameter(torch.randn(m_a, m_b, kern.shape[0]) / math.sqrt(fan_in)))
+
+    def kernel(self) -> torch.Tensor:
+        """``W(k)``: ``(C_out, C_in, 2K+1, K+1)`` complex, rows ``k_y = -K..K``, columns ``k_x = 0..K``."""
+        out_sl, in_sl = self.irreps_out.slices(), self.irreps_in.slices()
+        shape = (self.irreps_out.num_channels, self.irreps_in.num_channels, 2 * self.K + 1, self.K + 1)
+        ref = self.weights[0]
+        re, im = ref.new_zeros(shape), ref.new_zeros(shape)
+        for (a, b, odd), w in zip(self.pairs, self.weights):
+            kern = getattr(self, f"kernel_{a}_{b}_{int(odd)}").to(w.dtype)
+            # i=out copy, j=in copy, q=basis x radial, o/c=components, y/x=wave numbers
+            block = torch.einsum("ijq,qocyx->iojcyx", w, kern)
+            target = im if odd else re
+            target[out_sl[a], in_sl[b]] = target[out_sl[a], in_sl[b]] + block.reshape(
+                target[out_sl[a], in_sl[b]].shape
+            )
+        return torch.complex(re, im)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        if 2 * self.K >= min(H, W):
+            raise ValueError(
+                f"steerable spectral convolution with radius K={self.K} needs a grid with more than "
+                f"{2 * self.K} points per axis, got {H}x{W}: use a finer grid or a smaller n_modes"
+            )
+        x_hat = rfft2_modes(x, self.K, self.K)  # (b, c, 2K+1, K+1)
+        # o=out, c=in channel, b=batch, y/x=wave numbers
+        out_hat = torch.einsum("ocyx,bcyx->boyx", self.kernel().to(x_hat.dtype), x_hat)
+        return irfft2_modes(out_hat, H, W)
+
+    def extra_repr(self) -> str:
+        return f"'{self.irreps_in}' -> '{self.irreps_out}', K={self.K}, group={self.group}, n_radial={self.n_radial}"
+
+
+def radial_embedding(H: int, W: int, periodic: tuple[bool, bool], dtype=torch.float32, device=None) -> torch.Tensor:
+    """``(H, W)`` distance to the grid centre in domain units, computed so that nodes mirrored by
+    :func:`fieldsym.fields.lattice_transform` get identical bits (periodic: ``(j - N/2) / N``;
+    otherwise ``(j - (N-1)/2) / (N-1)``)."""
+    def centred(n, per):
+        j = torch.arange(n, dtype=torch.float64, device=device)
+        return (2 * j - n).abs() / (2 * n) if per else (2 * j - (n - 1)).abs() / (2 * max(n - 1, 1))
+
+    sy, sx = centred(H, periodic[0])[:, None], centred(W, periodic[1])[None, :]
+    return torch.sqrt(sx**2 + sy**2).to(dtype)
+
+
+class SteerableFNO(nn.Module):
+    """SO(2)- or O(2)-equivariant Fourier neural operator between typed fields.
+
+    ``u``: ``(batch, in_type.num_channels, H, W)`` -> ``(batch, out_type.num_channels, H, W)``.
+
+    ``group``: ``"SO2"`` (rotations; pseudoscalars behave as scalars) or ``"O2"`` (also reflections).
+    ``hidden_irreps``: the hidden feature, e.g. ``"8x0 + 8x1 + 4x2"``; default ``"16x0 + 8x1 + 4x2"``
+    (SO2) or ``"8x0 + 8x0- + 8x1 + 4x2"`` (O2: a pseudoscalar output needs ``"0-"`` features, since
+    no pointwise map sends a vector to a pseudoscalar). ``n_modes``: ``m``; the spectral kernels live on
+    the disc ``|k| <= m // 2``, the disc inscribed in :class:`FieldFNO`'s square of the same ``n_modes``.
+    ``n_radial``: radial profiles per angular basis element. ``positional_embedding``: append the
+    distance to the grid centre (invariant under every rotation and reflection about it) as a scalar
+    input, for forcings with the group's symmetry that are fixed in space; it breaks translations.
+    ``periodic``: ``(y, x)``, where the centre of that embedding lies.
+
+    Layers: ``lift -> [spectral conv + pointwise skip, NormActivation] * n_layers -> NormActivation
+    between two pointwise maps -> out``; the last layer has no activation after it (as neuralop's FNO).
+    """
+
+    def __init__(
+        self,
+        in_type: FieldType | str,
+        out_type: FieldType | str,
+        group: str = "SO2",
+        hidden_irreps: Irreps | str | None = None,
+        n_modes: int = 12,
+        n_layers: int = 4,
+        n_radial: int = 3,
+        positional_embedding: bool = False,
+        periodic: tuple[bool, bool] = (True, True),
+    ) -> None:
+        super().__init__()
+        if group not in ("SO2", "O2"):
+            raise ValueError(f"SteerableFNO: group must be 'SO2' or 'O2', got {group!r} (for C4/D4 use GroupFNO)")
+        if not isinstance(n_modes, int) or n_modes < 2 or n_layers < 1:
+            raise ValueError(
+                f"SteerableFNO needs an integer n_modes >= 2 (disc radius n_modes // 2) and n_layers >= 1, "
+                f"got n_modes={n_modes!r}, n_layers={n_layers!r}"
+            )
+        self.in_type, self.out_type = FieldType.parse(in_type), FieldType.parse(out_type)
+        self.group, self.n_modes = group, n_modes
+        default = "16x0 + 8x1 + 4x2" if group == "SO2" else "8x0 + 8x0- + 8x1 + 4x2"
+        hidden = Irreps.parse(hidden_irreps if hidden_irreps is not None else default)
+        self.hidden_irreps = hidden
+        in_irreps = Irreps.from_field_type(self.in_type)
+        self.periodic = tuple(bool(p) for p in periodic)
+        self.positional_embedding = bool(positional_embedding)
+        if self.positional_embedding:
+            in_irreps = Irreps((*in_irreps.blocks, (1, "0")))
+        K = n_modes // 2
+        self.lift = SteerableLinear(in_irreps, hidden, group)
+        self.convs = nn.ModuleList(SteerableSpectralConv(hidden, hidden, K, group, n_radial) for _ in range(n_layers))
+        self.skips = nn.ModuleList(SteerableLinear(hidden, hidden, group) for _ in range(n_layers))
+        self.acts = nn.ModuleList(NormActivation(hidden) for _ in range(n_layers - 1))
+        self.proj_act = NormActivation(hidden)
+        self.proj_in = SteerableLinear(hidden, hidden, group)
+        self.proj_out = SteerableLinear(hidden, Irreps.from_field_type(self.out_type), group)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        self.in_type.check(u)
+        if self.positional_embedding:
+            r = radial_embedding(u.shape[-2], u.shape[-1], self.periodic, u.dtype, u.device)
+            u = torch.cat([u, r.expand(u.shape[0], 1, -1, -1)], dim=1)
+        h = self.lift(u)
+        for i, (conv, skip) in enumerate(zip(self.convs, self.skips)):
+            h = conv(h) + skip(h)
+            if i < len(self.acts):
+                h = self.acts[i](h)
+        return self.proj_out(self.proj_act(self.proj_in(h)))
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_type='{self.in_type}', out_type='{self.out_type}', group={self.group}, "
+            f"hidden_irreps='{self.hidden_irreps}', n_modes={self.n_modes}"
+        )
