@@ -27,7 +27,7 @@ from fieldsym.export.bake import BakeError, PhysicalOperator, bake, min_grid
 from fieldsym.export.card import equivariance_table, measure, write_card
 from fieldsym.export.formats import (CARD, FORMATS, INPUT_NAME, MODEL_FILES, RECIPE, dynamic_shapes, load_export,
                                      read_card, write_onnx, write_pt2, write_safetensors)
-from fieldsym.export.source import ExportError, Run, load_run, sha256_file
+from fieldsym.export.source import ExportError, Run, find_checkpoint, load_run, sha256_file
 from fieldsym.models import count_parameters
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,10 @@ def export_run(source: str | Path, format: str, out: str | Path | None = None, *
     """
     if format not in FORMATS:
         raise ExportError(f"unknown export format {format!r}: expected one of {', '.join(FORMATS)}")
-    run = load_run(source, data)
-    out = Path(out) if out is not None else run.checkpoint.parent / "export" / format
+    checkpoint = find_checkpoint(source)
+    out = Path(out) if out is not None else checkpoint.parent / "export" / format
     _check_out(out, format)
+    run = load_run(checkpoint, data)
     out.mkdir(parents=True, exist_ok=True)
     eager = PhysicalOperator(run.model, run.in_norm, run.out_norm).eval()
     if format == "safetensors":
@@ -74,8 +75,8 @@ def _check_out(out: Path, format: str) -> None:
     if (out / CARD).is_file():
         _, card = read_card(out)
         if card["format"] != format:
-            raise ExportError(f"{out}: holds a {card['format']} export; choose another output directory (--out) "
-                              f"for the {format} export")
+            raise ExportError(f"{out}: holds an export in format {card['format']}; choose another output directory "
+                              f"(--out) for the {format} export")
 
 
 def _write_graph(run: Run, format: str, out: Path, dynamic: bool) -> tuple[tuple[int, int] | None, str]:
