@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import logging
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -36,8 +35,6 @@ from torch import nn
 from fieldsym.export.bake import PhysicalOperator
 from fieldsym.export.source import ExportError
 from fieldsym.fields import FieldType
-
-logger = logging.getLogger(__name__)
 
 FORMATS = ("pt2", "onnx", "safetensors")
 MODEL_FILES = {"pt2": "model.pt2", "onnx": "model.onnx", "safetensors": "model.safetensors"}
