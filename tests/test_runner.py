@@ -143,7 +143,7 @@ def test_a_bad_config_gives_one_line_naming_the_key_and_the_choices(data_file, t
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "Traceback" not in done.stderr
-    assert "operators[1].kind: expected one of fno, gfno, averaged" in errors[0] and "'gfn0'" in errors[0]
+    assert "operators[1].kind: expected one of fno, gfno, steerable, averaged" in errors[0] and "'gfn0'" in errors[0]
 
 
 def test_a_missing_data_file_gives_its_path_and_how_to_make_it(data_file, tmp_path, caplog):
