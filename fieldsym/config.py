@@ -588,13 +588,13 @@ def build_model(op: OperatorConfig, in_type: FieldType, out_type: FieldType,
                 grid: Grid | None = None) -> torch.nn.Module:
     """The operator ``op`` describes, from typed fields; bad ``options`` name the operator.
 
-    Group-equivariant kinds (``gfno``, ``averaged``) act about the grid's centre: they take the data's
+    Group-equivariant kinds (``gfno``, ``steerable``, ``averaged``) act about the grid's centre: they take the data's
     periodicity from ``grid`` unless ``options`` set ``periodic``.
     """
     from fieldsym.models import build_operator  # neuralop is slow to import; only runs that build need it
 
     options = dict(op.options)
-    if op.kind in ("gfno", "averaged") and grid is not None:
+    if op.kind in ("gfno", "steerable", "averaged") and grid is not None:
         options.setdefault("periodic", grid.periodic)
     try:
         return build_operator(op.kind, in_type, out_type, **options)
