@@ -17,7 +17,9 @@ What is reported, and why:
 
 - the singular values (descending) and the largest *gap* ``s_i / s_{i+1}`` — the honest evidence;
 - a *threshold sweep*: the null-space dimension for every threshold on a log grid, instead of one
-  magic tolerance; the suggested threshold sits in the largest gap;
+  magic tolerance; the suggested threshold sits in the largest gap if that gap is at least
+  :data:`MIN_GAP` (10x), and otherwise at 3x the floor — without a clear gap, only singular values
+  indistinguishable from discretisation error are called symmetries;
 - the *discretisation floor*: the same computation on a reference operator that is exactly symmetric
   in the continuum under every geometric candidate — the channel-wise ``r gelu(u / r)`` (``r`` the RMS
   of the inputs) with every channel taken as a scalar, so translations, rotations and dilations only
@@ -72,7 +74,8 @@ class Discovery:
             v = [row[i] for row in self.vectors]
             floor = self.floor[i] if i < len(self.floor) else float("nan")
             lines.append(f"{i:>2}  {s:14.4g}  {sd:9.2g}  {floor:9.2g}  {name_combination(v, self.candidates)}")
-        lines.append(f"threshold {self.threshold:.3g} (largest gap x{self.gap:.3g}); symmetries: "
+        gap = f"largest gap x{self.gap:.3g}" + ("" if self.gap >= MIN_GAP else ", no clear gap: threshold = 3x floor")
+        lines.append(f"threshold {self.threshold:.3g} ({gap}); symmetries: "
                      + (", ".join(self.symmetries) or "none"))
         if self.discrete_errors:
             lines.append("discrete: " + ", ".join(f"{k} {v:.2g}" for k, v in self.discrete_errors.items()))
@@ -164,19 +167,23 @@ def _bootstrap_std(M: torch.Tensor, n_samples: int, rounds: int, seed: int) -> t
     return s.std(0)
 
 
+MIN_GAP = 10.0  # a ratio s_i / s_{i+1} below this is no evidence of a symmetry/non-symmetry split
+
+
 def _choose_threshold(s: torch.Tensor, floor: torch.Tensor, fixed: float | None) -> tuple[float, float]:
+    """``(threshold, largest gap)``: in the largest gap when it is at least :data:`MIN_GAP`, never below
+    3x the discretisation floor; without a clear gap, only values within the floor count as symmetries."""
     # Values below 1e-12 s_max are rounding: they must not make an infinite "gap" among themselves.
     s = s.clamp_min(1e-12 * float(s[0]))
     ratios = s[:-1] / s[1:]
-    gap = float(ratios.max()) if ratios.numel() else float("inf")
+    gap = float(ratios.max()) if ratios.numel() else 1.0
     if fixed is not None:
         return fixed, gap
     minimum = 3 * float(floor.max()) if floor.numel() else 0.0
-    if ratios.numel() == 0:
-        return max(float(s[0]) / 10, minimum), gap
+    if gap < MIN_GAP:
+        return minimum, gap
     i = int(ratios.argmax())
-    thr = float((s[i] * s[i + 1]).sqrt())
-    return max(thr, minimum), gap
+    return max(float((s[i] * s[i + 1]).sqrt()), minimum), gap
 
 
 def threshold_sweep(s: torch.Tensor, points: int = 25) -> list[tuple[float, int]]:

@@ -68,3 +68,11 @@ def test_naming_helpers():
     assert name_combination([0.0, -0.5, 0.5], ["Tx", "Ty", "R"]) == "0.71 Ty - 0.71 R"
     basis = torch.tensor([[0.6, 0.8], [0.8, -0.6], [0.0, 0.0]], dtype=torch.float64)
     assert name_subspace(basis, ["Tx", "Ty", "R"]) == ["1.00 Tx", "1.00 Ty"]
+
+
+def test_without_a_clear_gap_nothing_above_the_floor_is_called_a_symmetry():
+    X = GRID.coords()[0]
+    f = 1 + 0.5 * torch.sin(2 * torch.pi * X) * torch.cos(2 * torch.pi * Y)  # breaks Tx, Ty and R alike
+    result = discover(lambda u: f * u, SCA, "s:scalar", "s:scalar", GRID, candidates="se2")
+    assert result.gap < 10 and result.symmetries == [], result.table()
+    assert "no clear gap" in result.table()
