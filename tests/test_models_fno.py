@@ -78,6 +78,16 @@ def test_unconstrained_fno_is_not_rotation_equivariant(embedding):
         assert (op(t.transform(u, A)) - t.transform(out, A)).norm() / out.norm() > 1e-2
 
 
+@pytest.mark.parametrize("factorization", ["tucker", "cp"])
+def test_factorised_weights_keep_shifts_exact_and_save_parameters(factorization):
+    torch.manual_seed(0)
+    options = dict(hidden_channels=8, n_layers=2, n_modes=(8, 8), positional_embedding=None)
+    op = FieldFNO(IN, OUT, factorization=factorization, rank=0.2, **options).double()
+    assert count_parameters(op) < count_parameters(FieldFNO(IN, OUT, **options))
+    u = torch.randn(2, 3, 17, 17, dtype=torch.float64)
+    assert shift_error(op, IN, OUT, u, (3, 4)) < 1e-12
+
+
 def test_mode_convention_is_symmetric():
     """n_modes=(12, 12): |k_y| <= 6 (13 rows), k_x = 0..6 (7 columns of the rfft half)."""
     op = FieldFNO("u:scalar", "u:scalar", n_modes=(12, 12), hidden_channels=4, n_layers=1)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import tensorly.plugins
 import torch
-from neuralop.layers.spectral_convolution import SpectralConv
+from neuralop.layers.spectral_convolution import SpectralConv, get_contract_fun
 from neuralop.models import FNO
 from torch import nn
 
@@ -87,9 +87,11 @@ class ShiftExactSpectralConv(SpectralConv):
         leading = (slice(None),) * (1 if self.separable else 2)  # (in, out) or (channel,)
         weight = self.weight[leading + (slice(centre - ky_max, centre + ky_max + 1), slice(kx_max + 1))]
         x_hat = rfft2_modes(x, ky_max, kx_max)  # (b, c, 2 ky_max + 1, kx_max + 1)
-        # Reconstructed and cast: after .double() the complex weight is still complex64.
+        # Reconstructed (so any factorisation contracts densely) and cast: after .double() the
+        # complex weight is still complex64.
         weight = weight.to_tensor().to(x_hat.dtype)
-        out = irfft2_modes(self._contract(x_hat, weight, separable=self.separable), H, W)
+        contract = get_contract_fun(weight, implementation="reconstructed", separable=self.separable)
+        out = irfft2_modes(contract(x_hat, weight, separable=self.separable), H, W)
         if self.bias is not None:
             out = out + self.bias
         return out
