@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
+from bench_gfno_step import step_fn, timed  # the same timed training step as the GroupFNO benchmark
 from fieldsym.models import FieldFNO, SteerableFNO, count_parameters
 
 FIELD = "v:vector"
@@ -45,27 +45,6 @@ def matched_steerable(target: int) -> SteerableFNO:
     """The SteerableFNO of the family whose parameter count is closest to ``target``."""
     counts = {t: count_parameters(steerable(t)) for t in range(2, 80, 2)}
     return steerable(min(counts, key=lambda t: abs(counts[t] - target)))
-
-
-def step_fn(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        torch.nn.functional.mse_loss(model(u), target).backward()
-        opt.step()
-
-    return step
-
-
-def timed(step, device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:
