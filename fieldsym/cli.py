@@ -157,11 +157,12 @@ def _add_export(subparsers) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from fieldsym.checkpoint import CheckpointError
+    from fieldsym.data.schema import DatasetError
     from fieldsym.export import ExportError, export_run
 
     try:
         out = export_run(args.run, args.format, args.out, dynamic_shapes=args.dynamic_shapes, data=args.data)
-    except (ExportError, CheckpointError) as error:
+    except (ExportError, CheckpointError, DatasetError) as error:
         logging.getLogger("fieldsym.export").error("%s", error)
         return 1
     print(out)

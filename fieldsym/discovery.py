@@ -38,6 +38,7 @@ What is reported, and why:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 
 import torch
@@ -174,7 +175,7 @@ def _choose_threshold(s: torch.Tensor, floor: torch.Tensor, fixed: float | None)
     """``(threshold, largest gap)``: in the largest gap when it is at least :data:`MIN_GAP`, never below
     3x the discretisation floor; without a clear gap, only values within the floor count as symmetries."""
     # Values below 1e-12 s_max are rounding: they must not make an infinite "gap" among themselves.
-    s = s.clamp_min(1e-12 * float(s[0]))
+    s = s.clamp_min(max(1e-12 * float(s[0]), 1e-300))  # M may be exactly 0
     ratios = s[:-1] / s[1:]
     gap = float(ratios.max()) if ratios.numel() else 1.0
     if fixed is not None:
@@ -188,10 +189,10 @@ def _choose_threshold(s: torch.Tensor, floor: torch.Tensor, fixed: float | None)
 
 def threshold_sweep(s: torch.Tensor, points: int = 25) -> list[tuple[float, int]]:
     """``(threshold, #singular values below it)`` on a log grid spanning the spectrum."""
-    s = s.clamp_min(1e-13 * float(s.max()))  # rounding-level values sit at the bottom of the grid
-    lo = float(s.min()) / 10
-    hi = float(s.max()) * 10
-    grid = torch.logspace(torch.log10(torch.tensor(lo)), torch.log10(torch.tensor(hi)), points, dtype=torch.float64)
+    s = s.clamp_min(max(1e-13 * float(s.max()), 1e-300))  # rounding sits at the bottom; M may be exactly 0
+    lo = math.log10(float(s.min())) - 1
+    hi = math.log10(float(s.max())) + 1
+    grid = torch.logspace(lo, hi, points, dtype=torch.float64)
     return [(float(t), int((s < t).sum())) for t in grid]
 
 

@@ -61,9 +61,11 @@ class Grid:
             if c.numel() < 2:
                 raise ValueError(f"coordinate {name} needs at least 2 points, got {c.numel()}")
             d = torch.diff(c)
-            step = float(d.mean())
+            step = float(c[-1] - c[0]) / (c.numel() - 1)
             worst = float((d - step).abs().max())
-            if step <= 0 or worst > rtol * abs(step):
+            # Coordinates stored in float32 are rounded to ~1e-7 of their largest value, whatever the step.
+            allowance = rtol * abs(step) + 4 * torch.finfo(torch.float32).eps * float(c.abs().max())
+            if step <= 0 or worst > allowance:
                 raise ValueError(
                     f"coordinate {name} is not uniform and increasing: spacing varies from "
                     f"{float(d.min()):.6g} to {float(d.max()):.6g}; fieldsym needs a uniform grid "

@@ -104,7 +104,10 @@ def lie_derivative_terms(
         # Scale each tangent so the perturbation is `step` relative to u, whatever the generator's size.
         t_rms = flat_t.reshape(k * B, -1).pow(2).mean(1).sqrt()
         u_rms = stacked_u.reshape(k * B, -1).pow(2).mean(1).sqrt()
-        eps = (step * u_rms / t_rms.clamp_min(torch.finfo(u.dtype).tiny)).reshape(-1, 1, 1, 1).detach()
+        # A zero tangent (e.g. an all-zero sample) gets a zero perturbation and so a zero derivative, not 0/0.
+        ratio = torch.where(t_rms > 0, u_rms / t_rms.clamp_min(torch.finfo(u.dtype).tiny), torch.ones_like(u_rms))
+        eps = (step * ratio.clamp_max(torch.finfo(u.dtype).max / 4)).reshape(-1, 1, 1, 1).detach()
+        eps = torch.where(eps > 0, eps, torch.ones_like(eps))  # u = 0 too: any step gives the exact zero
         if method == "fd":
             out = op(torch.cat([u, stacked_u + eps * flat_t, stacked_u - eps * flat_t]))
             Fu, plus, minus = out[:B], out[B:B + k * B], out[B + k * B:]

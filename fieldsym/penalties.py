@@ -108,7 +108,7 @@ class _LieColumns:
         k = len(self.generators)
         window = self.grid.window(self.window_margin, dtype=x.dtype, device=x.device) if self._needs_window() else 1
         L = ((dF - xiF) * window).reshape(k, -1)  # (k, rows), rows sample-major
-        scale = self._input_motion(xs) * L.shape[1] ** 0.5  # (k,)
+        scale = self._input_motion(xs, window) * L.shape[1] ** 0.5  # (k,)
         M = (L / scale[:, None]).T
         return (M, scale) if return_scale else M
 
@@ -116,10 +116,11 @@ class _LieColumns:
         linear_part = any(any(v != 0 for row in g.a for v in row) for g in self.generators)
         return linear_part and any(self.grid.periodic)
 
-    def _input_motion(self, xs: torch.Tensor) -> torch.Tensor:
-        """``(k,)``: RMS of ``xi_j.u`` over the sub-batch, per generator (detached)."""
+    def _input_motion(self, xs: torch.Tensor, window) -> torch.Tensor:
+        """``(k,)``: RMS of ``w xi_j.u`` over the sub-batch, per generator (detached), with the same window
+        as the Lie derivative so rotation and translation columns stay comparable."""
         with torch.no_grad():
-            t = generator_actions(xs, self.generators, self.in_type, self.grid)
+            t = generator_actions(xs, self.generators, self.in_type, self.grid) * window
             rms = t.reshape(len(self.generators), -1).pow(2).mean(1).sqrt()
         return rms.clamp_min(torch.finfo(xs.dtype).eps)
 
@@ -175,7 +176,8 @@ def singular_values_from_gram(M: torch.Tensor, eps: float = 1e-12) -> torch.Tens
     singular value below ``sqrt(machine eps) * s_max`` is only resolved to that level (about ``1e-8``
     relative in float64), plenty for a penalty and for discovery thresholds well above it.
     """
-    G = (M.T @ M).to(torch.float64)  # k x k
+    M64 = M.to(torch.float64)  # before the product: forming M^T M in float32 loses small singular values
+    G = M64.T @ M64  # k x k
     lam = torch.linalg.eigvalsh(G).clamp_min(0)
     return torch.sqrt(lam + eps).to(M.dtype)
 

@@ -217,9 +217,9 @@ def fit(
                 _record(out_dir, writer, metrics, row)
                 state = _checkpoint_state(epoch, step, model, optimizer, scheduler, penalty, best, config,
                                           normalizers, metrics)
-                save_checkpoint(out_dir / "last.pt", state)
-                if improved:
+                if improved:  # best.pt first: a kill between the writes must not leave last.pt ahead of it
                     save_checkpoint(out_dir / "best.pt", state)
+                save_checkpoint(out_dir / "last.pt", state)
                 logger.info("epoch %d/%d  %s", epoch, training.epochs, _summary(row))
             ddp.barrier()  # the other ranks wait for rank 0's checkpoint
     except KeyboardInterrupt:
@@ -387,7 +387,17 @@ def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, 
                        "optimiser and the new settings", last)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    # The schedule's shape comes from the current config (e.g. more epochs on resume), its position from
+    # the checkpoint: restoring T_max / step_size / gamma too would restart a finished cosine from lr 0.
+    shape = {k: getattr(scheduler, k) for k in ("T_max", "eta_min", "step_size", "gamma") if hasattr(scheduler, k)}
     scheduler.load_state_dict(state["scheduler"])
+    for key, value in shape.items():
+        setattr(scheduler, key, value)
+    # Cosine and step schedules update lr recursively from the current value: set it from the closed form.
+    lrs = scheduler._get_closed_form_lr() if hasattr(scheduler, "_get_closed_form_lr") else scheduler.get_last_lr()
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = list(lrs)
     if hasattr(penalty, "load_state_dict"):
         penalty.load_state_dict(state["penalty"])
     if ddp.active:

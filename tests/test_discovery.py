@@ -78,3 +78,9 @@ def test_without_a_clear_gap_nothing_above_the_floor_is_called_a_symmetry():
     result = discover(lambda v: f * v, u, "s:scalar", "s:scalar", GRID, candidates="translations")
     assert result.gap < 10 and result.symmetries == [], result.table()
     assert "no clear gap" in result.table()
+
+
+def test_an_exactly_symmetric_operator_gives_a_finite_report():
+    result = discover(lambda u: 2 * u, SCA, "s:scalar", "s:scalar", GRID, candidates="se2")
+    assert result.symmetries == ["1.00 Tx", "1.00 Ty", "1.00 R"]
+    json.loads(json.dumps(result.to_dict(), allow_nan=False))

@@ -60,3 +60,9 @@ def test_bad_grids_are_refused():
         Grid.regular(8).derivative(torch.zeros(1, 9, 8), "x")
     with pytest.raises(ValueError, match="axis must be"):
         Grid.regular(8).derivative(torch.zeros(8, 8), "z")
+
+
+def test_float32_coordinates_of_a_fine_uniform_grid_are_accepted():
+    x = (torch.arange(2048, dtype=torch.float64) * 2 * math.pi / 2048).to(torch.float32)
+    g = Grid.from_coords(x, x, (True, True))
+    assert g.spacing[1] == pytest.approx(2 * math.pi / 2048, rel=1e-6)

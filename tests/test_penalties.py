@@ -138,3 +138,10 @@ def test_mixed_strengths_relax_the_broken_symmetry_and_keep_the_exact_one():
     fresh = MixedPenalty([Tx, Ty], "s:scalar", "s:scalar", grid)
     fresh.load_state_dict(pen.state_dict())
     assert fresh.levels() == levels
+
+
+def test_small_singular_values_survive_float32_columns():
+    U, _ = torch.linalg.qr(torch.randn(400, 3, dtype=torch.float64))
+    M = (U * torch.tensor([1.0, 1e-3, 1e-5], dtype=torch.float64)).to(torch.float32)
+    s = singular_values_from_gram(M, eps=0.0).flip(0)
+    assert float(s[2]) == pytest.approx(1e-5, rel=0.05)

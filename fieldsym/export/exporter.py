@@ -16,6 +16,9 @@ The steps, in order, each of which can fail with an :class:`ExportError` that na
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,21 @@ def export_run(source: str | Path, format: str, out: str | Path | None = None, *
     out = Path(out) if out is not None else checkpoint.parent / "export" / format
     _check_out(out, format)
     run = load_run(checkpoint, data)
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Everything is built and checked in a staging directory that replaces ``out`` only once complete:
+    # a failed check leaves no loadable export behind, and a previous good export survives it.
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _export_into(run, format, stage, dynamic_shapes)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    _replace_dir(stage, out)
+    logger.info("exported %s as %s to %s", run.checkpoint, format, out)
+    return out
+
+
+def _export_into(run: Run, format: str, out: Path, dynamic_shapes: bool) -> None:
     eager = PhysicalOperator(run.model, run.in_norm, run.out_norm).eval()
     if format == "safetensors":
         write_safetensors(eager, _recipe(run), out)
@@ -67,8 +84,17 @@ def export_run(source: str | Path, format: str, out: str | Path | None = None, *
     exported_errors = measure(loaded, run.inputs, run.in_type, run.out_type, run.grid)
     card["equivariance"] = equivariance_table(eager_errors, exported_errors, run.grid, run.inputs_note)
     write_card(out, card)
-    logger.info("exported %s as %s to %s", run.checkpoint, format, out)
-    return out
+
+
+def _replace_dir(stage: Path, out: Path) -> None:
+    """Move the finished ``stage`` to ``out``, replacing an earlier export there."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_out(out: Path, format: str) -> None:
@@ -126,7 +152,7 @@ def _compare(loaded, eager, inputs: torch.Tensor, out: Path) -> dict[str, Any]:
 def _recipe(run: Run) -> dict[str, Any]:
     """What :func:`fieldsym.export.load_safetensors` needs to rebuild the operator."""
     options = dict(run.operator.options)
-    if run.operator.kind in ("gfno", "averaged"):
+    if run.operator.kind in ("gfno", "steerable", "averaged"):  # as config.build_model does
         options.setdefault("periodic", list(run.grid.periodic))
     return {"format": "fieldsym-safetensors", "version": 1, "kind": run.operator.kind,
             "in_type": str(run.in_type), "out_type": str(run.out_type), "options": options}
