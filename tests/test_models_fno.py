@@ -198,3 +198,11 @@ def test_torch_export_with_dynamic_batch():
     program = torch.export.export(op, (torch.randn(2, 3, 12, 12),), dynamic_shapes=({0: batch},))
     u = torch.randn(5, 3, 12, 12)
     torch.testing.assert_close(program.module()(u), op(u))
+
+
+def test_precision_changes_rebuild_the_cached_grid_embedding():
+    model = FieldFNO("u:scalar", "u:scalar", n_modes=(4, 4), hidden_channels=4, n_layers=1)
+    x = torch.randn(1, 1, 8, 8)
+    model.double()(x.double())
+    assert model.float()(x).dtype == torch.float32
+    assert model.double()(x.double()).dtype == torch.float64

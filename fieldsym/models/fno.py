@@ -167,6 +167,14 @@ class FieldFNO(nn.Module):
         self.in_type.check(u)
         return self.fno(u)
 
+    def _apply(self, fn, *args, **kwargs):
+        # neuralop's grid embedding caches its coordinates keyed on resolution only: after .double(),
+        # .float() or .to(device) the stale grid has the old dtype/device. Drop it so it is rebuilt.
+        embedding = getattr(self.fno, "positional_embedding", None)
+        if embedding is not None and hasattr(embedding, "_grid"):
+            embedding._grid = None
+        return super()._apply(fn, *args, **kwargs)
+
     def state_dict(self, *args, **kwargs):
         """Tensors only: neuralop's ``_metadata`` entry (Python objects) is dropped."""
         state = super().state_dict(*args, **kwargs)
