@@ -104,3 +104,9 @@ def test_build_and_errors():
     with pytest.raises(ValueError, match="needs \\(..., 2, H, W\\)"):
         model(torch.randn(1, 1, 16, 16))
     assert math.isfinite(float(model(torch.randn(1, 2, 16, 16)).detach().sum()))
+
+
+def test_hidden_irreps_that_cannot_reach_an_output_field_are_refused():
+    with pytest.raises(ValueError, match="cannot reach the output irreps 0-"):
+        SteerableFNO("v:vector", "w:pseudoscalar", group="O2", hidden_irreps="4x0 + 4x1 + 2x2", n_modes=6,
+                     n_layers=1)

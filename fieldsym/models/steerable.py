@@ -290,6 +290,15 @@ class SteerableFNO(nn.Module):
         self.proj_act = NormActivation(hidden)
         self.proj_in = SteerableLinear(hidden, hidden, group)
         self.proj_out = SteerableLinear(hidden, Irreps.from_field_type(self.out_type), group)
+        # The last map is pointwise: an output irrep that no hidden irrep maps to would always be zero.
+        reached = {a for a, _ in self.proj_out.pairs}
+        missing = sorted({la for a, (_, la) in enumerate(self.proj_out.irreps_out.blocks) if a not in reached})
+        if missing:
+            raise ValueError(
+                f"hidden_irreps '{hidden}' cannot reach the output irreps {', '.join(missing)} of '{self.out_type}' "
+                f"under {group} (those outputs would always be zero): add them to hidden_irreps, e.g. '0-' for a "
+                f"pseudoscalar under O2, '1' for a vector"
+            )
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         self.in_type.check(u)
