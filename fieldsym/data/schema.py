@@ -136,6 +136,12 @@ def scan_finite(path: str | Path, variables: Sequence[str], chunk_bytes: int = _
     Missing values (the variable's ``_FillValue``, e.g. never written) count as bad: they arrive masked.
     """
     path = Path(path)
+    stat = path.stat()
+    # Each split and each run opens the same file again: a file that passed is not read again while it
+    # is unchanged (same size and modification time).
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, tuple(variables))
+    if key in _SCANNED:
+        return
     with _open_raw(path) as nc:
         for name in variables:
             var = nc.variables[name]
@@ -145,6 +151,10 @@ def scan_finite(path: str | Path, variables: Sequence[str], chunk_bytes: int = _
             for start in range(0, var.shape[0], step):
                 block = _read_raw(path, name, lambda: var[start:start + step])
                 _raise_if_bad(path, name, block, start)
+    _SCANNED.add(key)
+
+
+_SCANNED: set[tuple] = set()
 
 
 def _raise_if_bad(path: Path, name: str, block, start: int) -> None:
