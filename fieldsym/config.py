@@ -245,6 +245,7 @@ class Promoted(_Section):
     ramp_epochs: Annotated[int, Field(ge=0)] = 5
     method: LieMethod = "fd1"
     sub_batch: PositiveInt = 2
+    elements: GroupName | None = None  # also promote these exact lattice symmetries (C4: quarter turns)
 
     _split = field_validator("candidates", mode="before")(_generator_list)
 
@@ -622,8 +623,10 @@ def build_symmetry(op: OperatorConfig, in_type: FieldType, out_type: FieldType,
                                 sub_batch=sym.sub_batch, ramp_epochs=sym.ramp_epochs)
     if sym.mode == "promoted":
         candidates = _generators(sym.candidates, in_type, f"{where}.candidates")
+        elements = finite_group(sym.elements).elements if sym.elements else ()
         return None, NuclearPenalty(candidates, in_type, out_type, grid, gamma=sym.gamma, delta=sym.delta,
-                                    method=sym.method, sub_batch=sym.sub_batch, ramp_epochs=sym.ramp_epochs)
+                                    method=sym.method, sub_batch=sym.sub_batch, ramp_epochs=sym.ramp_epochs,
+                                    elements=elements)
     if sym.mode == "mixed":
         generators = _generators(sym.generators, in_type, f"{where}.generators")
         return None, MixedPenalty(generators, in_type, out_type, grid, gamma=sym.gamma, p=sym.p,

@@ -340,6 +340,12 @@ def _turned(batches, in_type, out_type, periodic) -> Iterator[tuple[torch.Tensor
 
 def _check_same_config(run_dir: Path, stored: dict, run_cfg: ExperimentConfig) -> None:
     """A run directory belongs to one config: refuse to mix results of two."""
+    # Re-read the stored config through today's schema first, so a field added since (with its default)
+    # is not a difference; a stored config the schema no longer accepts is compared as it is.
+    try:
+        stored = ExperimentConfig.from_dict(stored, f"{run_dir} (stored config)").to_dict()
+    except ValueError:
+        pass
     differences = _differences(stored, run_cfg.to_dict())
     if differences:
         shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")

@@ -145,3 +145,17 @@ def test_small_singular_values_survive_float32_columns():
     M = (U * torch.tensor([1.0, 1e-3, 1e-5], dtype=torch.float64)).to(torch.float32)
     s = singular_values_from_gram(M, eps=0.0).flip(0)
     assert float(s[2]) == pytest.approx(1e-5, rel=0.05)
+
+
+def test_promoting_discrete_elements_is_zero_for_an_equivariant_operator_and_positive_otherwise():
+    grid = Grid.regular(16)
+    u = smooth_random_field(VEC, grid, batch=2, localized=False)
+    pen = NuclearPenalty([Tx], VEC, VEC, grid, gamma=1.0, method="jvp", ramp_epochs=0, elements=C4.elements)
+    _, sym = pen(laplacian(grid), u)
+    assert set(k for k in sym if k.startswith("elem/")) == {"elem/r1", "elem/r2", "elem/r3"}
+    assert max(sym[f"elem/{g}"] for g in ("r1", "r2", "r3")) < 1e-12
+    w = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
+    value, broken = pen(lambda v: w * grid.derivative(v, "x"), u)
+    assert broken["elem/r1"] > 0.1
+    value.backward()
+    assert w.grad is not None and torch.isfinite(w.grad)

@@ -159,3 +159,18 @@ def test_an_empty_test_split_is_refused_before_any_work(data_file, tmp_path, cap
     assert main(["run", config, "dataset.split.test=0"]) == 1
     assert "dataset.split.test" in caplog.records[-1].getMessage()
     assert not (tmp_path / "out" / "tiny" / "runs").exists()
+
+
+def test_a_field_added_to_the_schema_since_a_run_is_not_a_difference(tmp_path):
+    from fieldsym.config import ExperimentConfig
+    from fieldsym.runner import RunnerError, _check_same_config
+
+    config = ExperimentConfig.from_dict({
+        "dataset": {"path": str(tmp_path / "d.nc")}, "task": {"inputs": ["u"], "outputs": ["u"]},
+        "operators": [{"name": "p", "symmetry": {"mode": "promoted"}}]})
+    stored = config.to_dict()
+    del stored["operators"][0]["symmetry"]["elements"]  # as written before the field existed
+    _check_same_config(tmp_path, stored, config)
+    stored["operators"][0]["symmetry"]["gamma"] = 1.0
+    with pytest.raises(RunnerError, match="gamma"):
+        _check_same_config(tmp_path, stored, config)
