@@ -39,6 +39,7 @@ class FieldNormalizer:
         self.field_type = FieldType.parse(field_type)
         self.shift = torch.as_tensor(shift, dtype=torch.float64).reshape(-1)
         self.scale = torch.as_tensor(scale, dtype=torch.float64).reshape(-1)
+        self._converted: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         C = self.field_type.num_channels
         if self.shift.shape != (C,) or self.scale.shape != (C,):
             raise ValueError(f"shift and scale need shape ({C},) for '{self.field_type}', got "
@@ -84,9 +85,14 @@ class FieldNormalizer:
         return u * scale + shift
 
     def _broadcast(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (-1, 1, 1)
-        return (self.shift.to(device=u.device, dtype=u.dtype).reshape(shape),
-                self.scale.to(device=u.device, dtype=u.dtype).reshape(shape))
+        # Converted once per (device, dtype): on a GPU a fresh host-to-device copy at every encode/decode
+        # would be a blocking transfer per call.
+        key = (u.device, u.dtype)
+        if key not in self._converted:
+            shape = (-1, 1, 1)
+            self._converted[key] = (self.shift.to(device=u.device, dtype=u.dtype).reshape(shape),
+                                    self.scale.to(device=u.device, dtype=u.dtype).reshape(shape))
+        return self._converted[key]
 
     def state_dict(self) -> dict[str, object]:
         """``{"field_type": str, "shift": (C,) tensor, "scale": (C,) tensor}``; ``weights_only`` safe."""
