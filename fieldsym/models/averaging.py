@@ -17,7 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fieldsym.fields import D4_MATRICES, FieldType
+from fieldsym.fields import D4_MATRICES, FieldType, _is_signed_permutation
+from fieldsym.groups import GroupElement, finite_group
 
 
 class GroupAveraged(nn.Module):
@@ -47,63 +48,45 @@ class GroupAveraged(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         self.in_type.check(u)
-        moved = torch.cat([self.in_type.transform(u, A, b, self.periodic) for A, b in self.elements])
+        moved = torch.cat([g.act(u, self.in_type, self.periodic) for g in self.elements])
         outs = self.op(moved).chunk(len(self.elements))
         total = 0
-        for (A, b), out in zip(self.elements, outs):
-            A_inv = tuple(zip(*A))  # A^-1 = A^T for a signed permutation
-            b_inv = tuple(-sum(A_inv[i][j] * b[j] for j in range(2)) for i in range(2))
-            total = total + self.out_type.transform(out, A_inv, b_inv, self.periodic)
+        for g, out in zip(self.elements, outs):
+            total = total + g.inverse().act(out, self.out_type, self.periodic)
         return total / len(self.elements)
 
     def extra_repr(self) -> str:
         return f"elements={len(self.elements)}, periodic={self.periodic}"
 
 
-_NAMED_GROUPS = {"C4": ("e", "r1", "r2", "r3"), "D4": tuple(D4_MATRICES)}
-
-Element = tuple[tuple[tuple[int, int], tuple[int, int]], tuple[int, int]]
-
-
 def _element_list(group_elements) -> Sequence:
     if isinstance(group_elements, str):
-        if group_elements not in _NAMED_GROUPS:
-            raise ValueError(
-                f"unknown group {group_elements!r}: expected 'C4', 'D4' or a list of elements"
-            )
-        return _NAMED_GROUPS[group_elements]
+        return finite_group(group_elements).elements
     if hasattr(group_elements, "elements"):  # a FiniteGroup
         return group_elements.elements
     return list(group_elements)
 
 
-def _as_element(g) -> Element:
-    """``(A, shift)`` as integer tuples from a name, a matrix or an object with ``A`` / ``shift``."""
+def _as_element(g) -> GroupElement:
+    """A :class:`GroupElement` from a D4 element name, a matrix or an object with ``A`` / ``shift``."""
     if isinstance(g, str):
         if g not in D4_MATRICES:
             raise ValueError(f"unknown D4 element {g!r}; known: {', '.join(D4_MATRICES)}")
-        A, shift = D4_MATRICES[g], (0, 0)
-    elif hasattr(g, "A"):
-        A, shift = g.A, getattr(g, "shift", (0, 0))
-    else:
-        A, shift = g, (0, 0)
+        return GroupElement(g, D4_MATRICES[g])
+    A, shift = (g.A, getattr(g, "shift", (0, 0))) if hasattr(g, "A") else (g, (0, 0))
     A_t = torch.as_tensor(A, dtype=torch.float64)
-    if (
-        A_t.shape != (2, 2)
-        or not bool(((A_t == 0) | (A_t.abs() == 1)).all())
-        or not bool((A_t.abs().sum(0) == 1).all() and (A_t.abs().sum(1) == 1).all())
-    ):
+    if A_t.shape != (2, 2) or not _is_signed_permutation(A_t):
         raise ValueError(f"a group element needs a (2, 2) signed permutation matrix, got {A!r}")
     A_int = tuple(tuple(int(v) for v in row) for row in A_t.tolist())
-    return A_int, (int(shift[0]), int(shift[1]))  # type: ignore[return-value]
+    return GroupElement(getattr(g, "name", str(A_int)), A_int, (int(shift[0]), int(shift[1])))  # type: ignore[arg-type]
 
 
-def _check_closed(elements: Sequence[Element]) -> None:
+def _check_closed(elements: Sequence[GroupElement]) -> None:
     """Raise unless the linear parts are closed under products.
 
     Shifts are not checked: whether they close depends on the grid size, known only at run time.
     """
-    linear = {A for A, _ in elements}
+    linear = {g.A for g in elements}
     for A in linear:
         for B in linear:
             AB = tuple(tuple(sum(A[i][k] * B[k][j] for k in range(2)) for j in range(2)) for i in range(2))
