@@ -46,7 +46,7 @@ import torch
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
 from fieldsym.groups import D4, Generator, algebra
-from fieldsym.lie import Method, equivariance_errors, lie_derivative_terms
+from fieldsym.lie import Method, equivariance_errors, interior_window, lie_derivative_terms
 
 
 @dataclasses.dataclass
@@ -129,8 +129,7 @@ def _columns(op, inputs, gens, in_type, out_type, grid, method) -> tuple[torch.T
     with torch.no_grad() if method != "jvp" else torch.enable_grad():
         dF, xiF = lie_derivative_terms(op, inputs, gens, in_type, out_type, grid, method)
     dF, xiF = dF.detach(), xiF.detach()
-    moves = any(any(v != 0 for row in g.a for v in row) for g in gens)
-    w = grid.window(0.15, dtype=dF.dtype, device=dF.device) if moves and any(grid.periodic) else 1
+    w = interior_window(gens, grid, dtype=dF.dtype, device=dF.device)
     k = len(gens)
     dF, xiF = (dF * w).reshape(k, -1), (xiF * w).reshape(k, -1)
     scale = (dF.norm(dim=1) + xiF.norm(dim=1)).clamp_min(torch.finfo(dF.dtype).tiny)

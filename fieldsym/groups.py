@@ -68,6 +68,11 @@ class Generator:
         return torch.tensor(self.beta, dtype=dtype)
 
     @property
+    def has_linear_part(self) -> bool:
+        """``a != 0``: the motion rotates, dilates or shears, so it does not map a periodic box onto itself."""
+        return any(v != 0 for row in self.a for v in row)
+
+    @property
     def moves_base(self) -> bool:
         return any(v != 0 for row in self.a for v in row) or any(v != 0 for v in self.beta)
 

@@ -64,6 +64,16 @@ def generator_action(u: torch.Tensor, generator: Generator, field_type: FieldTyp
     return out
 
 
+def interior_window(generators: Sequence[Generator], grid: Grid, margin: float = 0.15, dtype=torch.float64,
+                    device=None) -> torch.Tensor | float:
+    """The weight for Lie derivatives of ``generators`` on ``grid``: :meth:`Grid.window` when one of them has
+    a linear part (rotation, dilation, shear) and an axis is periodic — ``a (x - c)`` jumps at the seam —
+    else ``1``."""
+    if any(g.has_linear_part for g in generators) and any(grid.periodic):
+        return grid.window(margin, dtype=dtype, device=device)
+    return 1
+
+
 def generator_actions(u: torch.Tensor, generators: Sequence[Generator], field_type, grid: Grid) -> torch.Tensor:
     """``(k, ...)``: :func:`generator_action` of every generator, stacked on a new leading axis."""
     return torch.stack([generator_action(u, g, field_type, grid) for g in generators])

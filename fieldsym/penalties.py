@@ -44,7 +44,7 @@ import torch
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
 from fieldsym.groups import Generator, GroupElement
-from fieldsym.lie import Method, generator_actions, lie_derivative_terms
+from fieldsym.lie import Method, generator_actions, interior_window, lie_derivative_terms
 
 
 class Augmenter:
@@ -106,15 +106,11 @@ class _LieColumns:
         dF, xiF = lie_derivative_terms(model, xs, self.generators, self.in_type, self.out_type, self.grid,
                                        self.method, Fu=Fu)
         k = len(self.generators)
-        window = self.grid.window(self.window_margin, dtype=x.dtype, device=x.device) if self._needs_window() else 1
+        window = interior_window(self.generators, self.grid, self.window_margin, x.dtype, x.device)
         L = ((dF - xiF) * window).reshape(k, -1)  # (k, rows), rows sample-major
         scale = self._input_motion(xs, window) * L.shape[1] ** 0.5  # (k,)
         M = (L / scale[:, None]).T
         return (M, scale) if return_scale else M
-
-    def _needs_window(self) -> bool:
-        linear_part = any(any(v != 0 for row in g.a for v in row) for g in self.generators)
-        return linear_part and any(self.grid.periodic)
 
     def _input_motion(self, xs: torch.Tensor, window) -> torch.Tensor:
         """``(k,)``: RMS of ``w xi_j.u`` over the sub-batch, per generator (detached), with the same window

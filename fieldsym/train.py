@@ -116,7 +116,7 @@ class Probe:
     def measure(self, operator: nn.Module) -> dict[str, float]:
         u = self.inputs.to(next(operator.parameters()).device)
         out: dict[str, float] = {}
-        moving = [g for g in self.generators if _rotates_or_dilates(g)]
+        moving = [g for g in self.generators if g.has_linear_part]
         for gens, window in (([g for g in self.generators if g not in moving], None),
                              (moving, self.grid.window(dtype=u.dtype, device=u.device))):
             if gens:
@@ -129,10 +129,6 @@ class Probe:
             errors = equivariance_errors(operator, u, others, self.in_type, self.out_type, self.grid.periodic)
             out.update({f"equiv/{name}": value for name, value in errors.items()})
         return out
-
-
-def _rotates_or_dilates(g: Generator) -> bool:
-    return any(v != 0 for row in g.a for v in row)
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
