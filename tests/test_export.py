@@ -59,15 +59,6 @@ def write_inputs(path: Path, seed: int, with_outputs: bool = True) -> Path:
                          parameters={"nu": 1e-3}, seed=seed, title="export test data", source="tests/test_export.py")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is as fast, and far faster on a busy machine (no spinning worker threads)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export")

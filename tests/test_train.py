@@ -29,15 +29,6 @@ from fieldsym.train import Probe, TrainingDiverged, fit, load_operator, train
 SAMPLES, N = 16, 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: on a busy machine thread hand-offs cost 100x the arithmetic."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
     """``u`` at time 0: smooth random fields; at time 1: the same fields low-pass filtered (a linear operator
