@@ -70,6 +70,19 @@ def timed(step, device: str) -> float:
     return time.perf_counter() - start
 
 
+def median_step_ms(models: dict[str, torch.nn.Module], u, target, device: str, warmup: int, steps: int
+                   ) -> dict[str, float]:
+    """Median training-step time in ms of each model, timed round-robin (one step of each per round)."""
+    step_of = {name: step_fn(model, u, target) for name, model in models.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for i in range(warmup + steps):
+        for name, step in step_of.items():
+            t = timed(step, device)
+            if i >= warmup:
+                times[name].append(t)
+    return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -94,14 +107,7 @@ def main() -> None:
         gfno = matched_gfno(group, n_ref, args.gfno_ratio).to(args.device)
         hidden = gfno.convs[0].c_out * len(gfno.group)
         models = {"fno": reference, "gfno": gfno, "fno_wide": fno(hidden).to(args.device)}
-        steps = {name: step_fn(model, u, target) for name, model in models.items()}
-        times: dict[str, list[float]] = {name: [] for name in models}
-        for i in range(args.warmup + args.steps):
-            for name, step in steps.items():
-                t = timed(step, args.device)
-                if i >= args.warmup:
-                    times[name].append(t)
-        ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+        ms = median_step_ms(models, u, target, args.device, args.warmup, args.steps)
         sizes = {name: count_parameters(model) for name, model in models.items()}
         print(
             f"{group}: fno width {WIDTH} ({sizes['fno']} params) {ms['fno']:.0f} ms | "

@@ -25,11 +25,10 @@ width, and a CPU step is bound by activation size. At equal width the constraint
 from __future__ import annotations
 
 import argparse
-import statistics
 
 import torch
 
-from bench_gfno_step import step_fn, timed  # the same timed training step as the GroupFNO benchmark
+from bench_gfno_step import median_step_ms  # the same timed training step as the GroupFNO benchmark
 from fieldsym.models import FieldFNO, SteerableFNO, count_parameters
 
 FIELD = "v:vector"
@@ -66,20 +65,12 @@ def main() -> None:
         "steerable_width": steerable(6),
     }
     models = {name: model.to(args.device) for name, model in models.items()}
-    steps = {name: step_fn(model, u, target) for name, model in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for i in range(args.warmup + args.steps):
-        for name, step in steps.items():
-            t = timed(step, args.device)
-            if i >= args.warmup:
-                times[name].append(t)
+    ms = median_step_ms(models, u, target, args.device, args.warmup, args.steps)
     print(f"device={args.device} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
-    ms_ref = statistics.median(times["fno"]) * 1e3
     for name, model in models.items():
-        ms = statistics.median(times[name]) * 1e3
         channels = model.hidden_irreps.num_channels if isinstance(model, SteerableFNO) else WIDTH
         print(f"{name:17s} {channels:4d} hidden channels {count_parameters(model):8d} params "
-              f"{ms:7.0f} ms/step  x{ms / ms_ref:.2f}")
+              f"{ms[name]:7.0f} ms/step  x{ms[name] / ms['fno']:.2f}")
 
 
 if __name__ == "__main__":
