@@ -562,6 +562,14 @@ def build_data_spec(config: ExperimentConfig) -> DataSpec:
                     ds.periodic, ds.dims or None)
 
 
+def generated_path(config: ExperimentConfig) -> Path:
+    """Where a ``dataset.generate`` section's file lives: ``<experiment.out>/data/<solver>-<N>-<hash>.nc``,
+    the hash over its settings (nothing is generated here)."""
+    gen = config.dataset.generate
+    digest = hashlib.sha256(json.dumps(gen.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
+    return config.experiment.out / "data" / f"{gen.solver}-{gen.resolution}-{digest}.nc"
+
+
 def dataset_path(config: ExperimentConfig, progress: bool = False) -> Path:
     """The file (or split folder) to read; a ``generate`` dataset is made once under
     ``<experiment.out>/data``, named by a hash of its settings so changed settings make a new file."""
@@ -575,8 +583,7 @@ def dataset_path(config: ExperimentConfig, progress: bool = False) -> Path:
             )
         return ds.path
     gen = ds.generate
-    digest = hashlib.sha256(json.dumps(gen.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:10]
-    path = config.experiment.out / "data" / f"{gen.solver}-{gen.resolution}-{digest}.nc"
+    path = generated_path(config)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         generate = importlib.import_module(f"data_scripts.{gen.solver}").generate

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fieldsym.checkpoint import load_checkpoint
-from fieldsym.config import ConfigError, ExperimentConfig, OperatorConfig, build_data_spec
+from fieldsym.config import ConfigError, ExperimentConfig, OperatorConfig, build_data_spec, generated_path
 from fieldsym.data.normalization import FieldNormalizer
 from fieldsym.data.spec import DataSpec, FieldSelection
 from fieldsym.fields import FieldType
@@ -133,14 +133,7 @@ def _data_file(config: ExperimentConfig, data: str | Path | None) -> Path | None
         if not path.exists():
             raise ExportError(f"{path}: no such data file (given as the run's data)")
         return path
-    ds = config.dataset
-    if ds.path is not None:
-        path = ds.path
-    else:
-        # The name config.dataset_path gives a generated file (not called: it would run the solver).
-        gen = ds.generate.model_dump(mode="json")
-        digest = hashlib.sha256(json.dumps(gen, sort_keys=True).encode()).hexdigest()[:10]
-        path = config.experiment.out / "data" / f"{gen['solver']}-{gen['resolution']}-{digest}.nc"
+    path = config.dataset.path if config.dataset.path is not None else generated_path(config)
     if path.exists():
         return path
     logger.warning("the run's data file %s is not here: the model card takes the grid from the config and "
