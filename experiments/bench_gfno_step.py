@@ -49,12 +49,17 @@ def fno(width: int) -> FieldFNO:
     return FieldFNO(FIELD, FIELD, n_modes=(N_MODES, N_MODES), hidden_channels=width, n_layers=LAYERS)
 
 
+AMP = False  # bf16 autocast around the forward pass (--amp; what training on a GPU uses)
+
+
 def step_fn(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        torch.nn.functional.mse_loss(model(u), target).backward()
+        with torch.autocast(u.device.type, dtype=torch.bfloat16, enabled=AMP):
+            prediction = model(u)
+        torch.nn.functional.mse_loss(prediction.float(), target).backward()
         opt.step()
 
     return step
@@ -94,7 +99,10 @@ def main() -> None:
     parser.add_argument("--groups", default="C4,D4")
     parser.add_argument("--gfno-ratio", type=float, default=2.0,
                         help="GroupFNO lifting and projection channel ratio (the FNO's is 2)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast forward (CUDA)")
     args = parser.parse_args()
+    global AMP
+    AMP = args.amp
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -102,7 +110,7 @@ def main() -> None:
     target = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
     reference = fno(WIDTH).to(args.device)
     n_ref = count_parameters(reference)
-    print(f"device={args.device} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
+    print(f"device={args.device} amp={AMP} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
     for group in args.groups.split(","):
         gfno = matched_gfno(group, n_ref, args.gfno_ratio).to(args.device)
         hidden = gfno.convs[0].c_out * len(gfno.group)

@@ -45,7 +45,7 @@ def make_step(model, loss_fn, opt, penalty=None):
 
 def raw_gram(model, xs, grid, gens, method) -> torch.Tensor:
     """``(k, k)`` per-sample mean of ``<L_i F(u), L_j F(u)>`` (interior-windowed, as in the penalties)."""
-    L = lie_derivative(model, xs, gens, VEC, VEC, grid, method=method) * grid.window(0.15, dtype=xs.dtype)
+    L = lie_derivative(model, xs, gens, VEC, VEC, grid, method=method) * grid.window(0.15, dtype=xs.dtype, device=xs.device)
     L = L.detach().reshape(len(gens), -1).double()
     return L @ L.T / xs.shape[0]
 
@@ -57,19 +57,26 @@ def gram_bias(model, x, grid, gens, method, sub_batch) -> float:
     return float(torch.linalg.norm(sub - full) / torch.linalg.norm(full))
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
 
     torch.manual_seed(0)
     grid = Grid.regular(args.size)
-    x = smooth_random_field(VEC, grid, batch=args.batch, localized=False, dtype=torch.float32)
+    x = smooth_random_field(VEC, grid, batch=args.batch, localized=False, dtype=torch.float32).to(device)
     y = torch.roll(x, 3, dims=-1)
     gens = algebra("sim2")
-    model = FieldFNO(VEC, VEC, n_modes=(16, 16), hidden_channels=32, n_layers=4)
+    model = FieldFNO(VEC, VEC, n_modes=(16, 16), hidden_channels=32, n_layers=4).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = LpLoss(d=2, p=2)
 
@@ -89,11 +96,13 @@ def main(argv=None) -> None:
     times = {name: [] for name in steps}
     for _ in range(args.repeats):
         for name, step in steps.items():
+            sync(device)
             t0 = time.perf_counter()
             step(x, y)
+            sync(device)
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["unconstrained"])
-    print(f"threads={torch.get_num_threads()} grid={args.size} batch={args.batch} generators={[g.name for g in gens]}")
+    print(f"device={device} threads={torch.get_num_threads()} grid={args.size} batch={args.batch} generators={[g.name for g in gens]}")
     print(f"{'variant':28s} {'step s':>8s} {'x unconstrained':>16s} {'Gram bias':>10s}")
     for name, ts in times.items():
         med = statistics.median(ts)

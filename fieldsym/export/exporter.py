@@ -127,12 +127,24 @@ def _write_graph(run: Run, format: str, out: Path, dynamic: bool) -> tuple[tuple
     except RuntimeError as error:  # torch.export's and the ONNX exporter's errors derive from it
         hint = ("export without --dynamic-shapes: this operator fixes the grid size (domain padding does)"
                 if dynamic else "please report it with the run's config")
+        if "Constraints violated" in str(error) and _torch_older_than(TESTED_TORCH):
+            hint = (f"torch {torch.__version__} cannot prove the dynamic batch size of the spectral layers "
+                    f"(torch 2.11 fails like this; export is tested with torch {'.'.join(map(str, TESTED_TORCH))}"
+                    "): upgrade torch, or use --format safetensors, which any torch loads")
         raise ExportError(f"{run.checkpoint}: {format} export failed ({type(error).__name__}: "
                           f"{str(error).strip().splitlines()[0]}); {hint}") from error
     group = getattr(run.model, "group", None)
     what = (f"plain weights: the {group.name}-orbit-tied kernels and intertwiners materialised"
             if group is not None else "plain weights: dense spectral kernels")
     return grid_min, f"{what}, real-arithmetic spectral convolutions, normalisation inside"
+
+
+TESTED_TORCH = (2, 13)  # pt2/ONNX export is tested with this torch; 2.11's torch.export fails (experiments/README.md, GPU)
+
+
+def _torch_older_than(version: tuple[int, int]) -> bool:
+    major, minor = (int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+    return (major, minor) < version
 
 
 def _compare(loaded, eager, inputs: torch.Tensor, out: Path) -> dict[str, Any]:

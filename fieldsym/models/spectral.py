@@ -13,15 +13,38 @@ with ``k_y = -K_y..K_y`` (centred order), ``k_x = 0..K_x``, ``w(0) = 1`` and ``w
 (the ``k_x < 0`` half is the conjugate). The inverse reads the ``k_x = 0`` column as Hermitian, like
 ``irfft2``. Both need ``K <= (N - 1) // 2`` on each axis (no Nyquist mode; the callers clip to it).
 Phases are formed from ``k j mod N`` in float64, so a whole-cell shift changes them exactly.
+
+Under bf16/fp16 autocast (training on a GPU) both transforms run in float32 with autocast off: complex
+numbers have no bf16 type, and a truncated DFT summed in bf16 would lose the small modes. The callers'
+pointwise layers still run in bf16.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
+_LOW = (torch.bfloat16, torch.float16)
 
+
+def _full_precision(transform):
+    """Run ``transform(t, ...)`` with autocast off and a bf16/fp16 ``t`` promoted to float32."""
+    @functools.wraps(transform)
+    def wrapper(t: torch.Tensor, *args):
+        if t.dtype in _LOW:
+            t = t.float()
+        elif t.dtype == torch.complex32:
+            t = t.to(torch.complex64)
+        if torch.is_autocast_enabled(t.device.type):
+            with torch.autocast(t.device.type, enabled=False):
+                return transform(t, *args)
+        return transform(t, *args)
+    return wrapper
+
+
+@_full_precision
 def rfft2_modes(u: torch.Tensor, ky_max: int, kx_max: int) -> torch.Tensor:
     """``(..., H, W)`` real -> ``(..., 2 ky_max + 1, kx_max + 1)`` complex coefficients ``c(k_y, k_x)``."""
     H, W = u.shape[-2:]
@@ -36,6 +59,7 @@ def rfft2_modes(u: torch.Tensor, ky_max: int, kx_max: int) -> torch.Tensor:
     return (along_x.transpose(-1, -2) @ to_y).transpose(-1, -2)
 
 
+@_full_precision
 def irfft2_modes(c: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """``(..., 2 ky_max + 1, kx_max + 1)`` complex -> ``(..., H, W)`` real; inverts :func:`rfft2_modes`."""
     ky_max, kx_max = (c.shape[-2] - 1) // 2, c.shape[-1] - 1
