@@ -38,8 +38,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def test_inputs(config: ExperimentConfig, data: Path | None, samples: int) -> tuple[torch.Tensor, FieldDataset]:
-    """The first ``samples`` inputs of the test split (of ``data`` when given), physical units."""
+def test_inputs(config: ExperimentConfig, data: Path | None, samples: int
+                ) -> tuple[torch.Tensor, torch.Tensor, FieldDataset]:
+    """The first ``samples`` inputs and targets of the test split (of ``data`` when given), physical units."""
     spec = build_data_spec(config)
     split = config.dataset.split
     if data is not None:
@@ -48,8 +49,8 @@ def test_inputs(config: ExperimentConfig, data: Path | None, samples: int) -> tu
         fractions = (1 - split.valid - split.test, split.valid, split.test)
         dataset = FieldDataset(dataset_path(config), spec, "test", fractions=fractions, seed=split.seed)
     n = min(samples, len(dataset))
-    x, _ = dataset.read(0, n)
-    return x, dataset
+    x, y = dataset.read(0, n)
+    return x, y, dataset
 
 
 def discover_run(path: str | Path, data: str | Path | None = None, samples: int = 8,
@@ -61,10 +62,10 @@ def discover_run(path: str | Path, data: str | Path | None = None, samples: int 
     from fieldsym.checkpoint import load_checkpoint
 
     config = ExperimentConfig.from_dict(load_checkpoint(ckpt)["config"], f"{ckpt} (config)")
-    x, dataset = test_inputs(config, Path(data) if data is not None else None, samples)
+    x, y, dataset = test_inputs(config, Path(data) if data is not None else None, samples)
     operator = load_operator(ckpt, grid=dataset.grid).double()
     result = discover(operator, x.double(), dataset.in_type, dataset.out_type, dataset.grid,
-                      candidates=candidates, bootstrap=bootstrap)
+                      candidates=candidates, bootstrap=bootstrap, targets=y.double())
     out_dir = Path(out) if out is not None else ckpt.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = result.to_dict() | {"checkpoint": str(ckpt), "samples": int(x.shape[0])}
@@ -89,6 +90,8 @@ def plot_spectrum(result: Discovery, path: Path, title: str = "") -> None:
     if result.floor:
         ax.plot(range(len(result.floor)), torch.tensor(result.floor).clamp_min(1e-16).tolist(), "x", color="grey",
                 label="discretisation floor")
+    if result.accuracy_floor:
+        ax.axhline(max(result.accuracy_floor.values()), ls=":", color="tab:orange", label="accuracy floor")
     ax.axhline(result.threshold, ls="--", color="tab:red", label=f"threshold {result.threshold:.2g}")
     ax.set_yscale("log")
     ax.set_xticks(range(len(s)), labels, rotation=30, ha="right", fontsize=8)

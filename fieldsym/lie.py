@@ -18,7 +18,11 @@ independently (no batch norm in training mode).
 
 Continuous rotations and dilations do not preserve a periodic box: ``a (x - c)`` jumps at the seam, so
 their Lie derivative is meaningful only for fields that vanish near the seam (pass ``window`` to weigh
-the interior; see :meth:`fieldsym.grid.Grid.window`). Errors reported (DESIGN.md section 1):
+the interior; see :meth:`fieldsym.grid.Grid.window`). Windowing the *output* is not enough for a
+non-local operator (an FNO): ``xi.u`` of a field that fills the box jumps at the seam, and the operator
+spreads that jump over the whole output. :func:`localize` makes inputs that vanish near the seam (an
+exactly rotation-equivariant SteerableFNO shows a rotation error of 0.03 on raw Navier-Stokes
+vorticity and 0.004 on the same fields localised). Errors reported (DESIGN.md section 1):
 
 - continuous, per generator: ``||L_xi F(u)|| / (||DF(u)[xi.u]|| + ||xi.F(u)||)``;
 - discrete, per group element: ``||F(g.u) - g.F(u)|| / ||F(u)||``.
@@ -32,7 +36,7 @@ from typing import Literal
 import torch
 
 from fieldsym.fields import FieldType
-from fieldsym.grid import Grid
+from fieldsym.grid import Grid, _smooth_step
 from fieldsym.groups import FiniteGroup, Generator, GroupElement
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -40,6 +44,44 @@ Method = Literal["jvp", "fd", "fd1"]
 
 # Relative step of the central difference, by dtype: truncation O(step^2) against rounding eps/step.
 FD_STEP = {torch.float64: 1e-4, torch.float32: 1e-2, torch.bfloat16: 1e-1, torch.float16: 1e-1}
+
+
+LOCALIZE_RADIUS = 0.4  # of the shorter side: the bump is exactly 0 from there to the seam (at 0.5)
+
+
+def needs_localizing(generators: Sequence[Generator], grid: Grid, u: torch.Tensor | None = None,
+                     tol: float = 1e-3) -> bool:
+    """Whether continuous errors of ``generators`` on ``grid`` need :func:`localize` d inputs: one of them
+    rotates or dilates (a linear part), an axis is periodic and (when ``u`` is given) ``u`` varies near
+    the seam: where the grid's interior window is 0 it departs from its mean there by more than ``tol``
+    of its largest departure anywhere. Inputs that already vanish there are used as they are (localising
+    them again would shrink the probed region to the centre, where e.g. a smooth shear looks
+    dilation-invariant)."""
+    if not (any(g.has_linear_part for g in generators) and any(grid.periodic)):
+        return False
+    if u is None:
+        return True
+    outside = (grid.window(dtype=u.dtype, device=u.device) == 0).to(u.dtype)  # the seam band
+    level = (u * outside).sum(dim=(-2, -1), keepdim=True) / outside.sum()  # the field's value near the seam
+    fluctuation = (u - level).abs()
+    return bool((fluctuation * outside).amax() > tol * fluctuation.amax())
+
+
+def localize(u: torch.Tensor, grid: Grid, radius: float = LOCALIZE_RADIUS) -> torch.Tensor:
+    """``m + (u - m) g``: ``u`` ``(..., C, H, W)`` around its per-channel spatial mean ``m``, times a radial
+    C-infinity bump ``g`` that is 1 at the centre and exactly 0 from ``radius`` (fraction of the shorter
+    side) outwards: ``g = step(1 - |x - c| / (radius L))`` with the smooth step of
+    :meth:`fieldsym.grid.Grid.window`.
+
+    An equivariant operator has zero Lie derivative at *every* input, so any smooth input is a valid
+    probe; this one is constant near the seam, where ``a (x - c)`` jumps, and keeps the data's scales in
+    the centre (half its amplitude at ``0.17 L`` for ``radius = 0.4``). Keeping the mean keeps the inputs
+    where a trained operator saw data (e.g. a background temperature)."""
+    X, Y = grid.coords(u.dtype, u.device, centred=True)
+    L = min(grid.shape[0] * grid.spacing[0], grid.shape[1] * grid.spacing[1])
+    g = _smooth_step(1 - torch.sqrt(X**2 + Y**2) / (radius * L))
+    m = u.mean(dim=(-2, -1), keepdim=True)
+    return m + (u - m) * g
 
 
 def generator_action(u: torch.Tensor, generator: Generator, field_type: FieldType | str, grid: Grid) -> torch.Tensor:

@@ -177,12 +177,13 @@ def evaluate_run(config: ExperimentConfig, operator: torch.nn.Module, test_set: 
     row: dict[str, Any] = {"test_rel_l2": evaluate(operator, _batches(test_set, batch), device)}
     row["turned_test_rel_l2"] = (evaluate(operator, _turned(_batches(test_set, batch), in_type, out_type,
                                                              grid.periodic), device) if turnable else math.nan)
-    inputs = test_set.read(0, min(config.training.eval_samples, len(test_set)))[0]
+    inputs, targets = test_set.read(0, min(config.training.eval_samples, len(test_set)))
     generators = algebra(config.experiment.evaluation_generators, in_type)
     group = finite_group(config.experiment.evaluation_group) if config.experiment.evaluation_group else None
     equiv = Probe(inputs, in_type, out_type, grid, generators, group).measure(operator)
     row.update({f"equiv_{key.removeprefix('equiv/')}": value for key, value in equiv.items()})
-    found = discover(operator, inputs.to(device), in_type, out_type, grid, candidates=generators, discrete=False)
+    found = discover(operator, inputs.to(device), in_type, out_type, grid, candidates=generators, discrete=False,
+                     targets=targets.to(device))
     row.update({"discovered": "; ".join(found.symmetries) or "none", "discovery_gap": found.gap,
                 "discovery_threshold": found.threshold,
                 "singular_values": " ".join(f"{s:.4g}" for s in found.singular_values)})

@@ -56,7 +56,7 @@ from fieldsym.data.normalization import FieldNormalizer, fit_normalizers
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
 from fieldsym.groups import FiniteGroup, Generator, algebra, finite_group
-from fieldsym.lie import equivariance_errors, lie_derivative_errors
+from fieldsym.lie import equivariance_errors, lie_derivative_errors, localize, needs_localizing
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,8 @@ class Probe:
     """Equivariance errors measured after each epoch on fixed inputs ``(B, C_in, H, W)``.
 
     Continuous, per generator: ``||L_xi F(u)|| / (||DF(u)[xi.u]|| + ||xi.F(u)||)`` (jvp); generators that
-    rotate or dilate are weighted by the grid's interior window on a periodic grid (DESIGN.md section 1).
+    rotate or dilate are measured on :func:`~fieldsym.lie.localize` d inputs and weighted by the grid's
+    interior window on a periodic grid (DESIGN.md section 1).
     Discrete, per element of ``group`` but the identity: ``||F(g.u) - g.F(u)|| / ||F(u)||``, only when the
     grid is square with the same periodicity on both axes (else quarter turns do not map it to itself).
     """
@@ -117,11 +118,13 @@ class Probe:
         u = self.inputs.to(next(operator.parameters()).device)
         out: dict[str, float] = {}
         moving = [g for g in self.generators if g.has_linear_part]
-        for gens, window in (([g for g in self.generators if g not in moving], None),
-                             (moving, self.grid.window(dtype=u.dtype, device=u.device))):
+        periodic = any(self.grid.periodic)
+        for gens, window, probe in (([g for g in self.generators if g not in moving], None, u),
+                                    (moving, self.grid.window(dtype=u.dtype, device=u.device),
+                                     localize(u, self.grid) if needs_localizing(moving, self.grid, u) else u)):
             if gens:
-                errors = lie_derivative_errors(operator, u, gens, self.in_type, self.out_type, self.grid,
-                                               window=window if any(self.grid.periodic) else None)
+                errors = lie_derivative_errors(operator, probe, gens, self.in_type, self.out_type, self.grid,
+                                               window=window if periodic else None)
                 out.update({f"equiv/{name}": value for name, value in errors.items()})
         H, W = self.grid.shape
         if self.group is not None and H == W and self.grid.periodic[0] == self.grid.periodic[1]:

@@ -84,3 +84,59 @@ def test_an_exactly_symmetric_operator_gives_a_finite_report():
     result = discover(lambda u: 2 * u, SCA, "s:scalar", "s:scalar", GRID, candidates="se2")
     assert result.symmetries == ["1.00 Tx", "1.00 Ty", "1.00 R"]
     json.loads(json.dumps(result.to_dict(), allow_nan=False))
+
+
+def _heat(grid: Grid, t: float = 2e-3):
+    """``exp(t lap)``: a radial spectral multiplier, rotation-equivariant and non-local like an FNO layer."""
+    ky = torch.fft.fftfreq(grid.shape[0], grid.spacing[0])[:, None]
+    kx = torch.fft.rfftfreq(grid.shape[1], grid.spacing[1])[None, :]
+    multiplier = torch.exp(-t * (2 * torch.pi) ** 2 * (kx**2 + ky**2))
+    return lambda u: torch.fft.irfft2(torch.fft.rfft2(u) * multiplier, s=grid.shape)
+
+
+FULL = smooth_random_field("s:scalar", GRID, batch=6, max_mode=3, localized=False)  # fills the box
+
+
+def test_fields_that_fill_a_periodic_box_are_localised_for_rotations():
+    from fieldsym.groups import algebra
+    from fieldsym.lie import localize, needs_localizing
+
+    se2, translations = algebra("se2"), algebra("translations")
+    assert needs_localizing(se2, GRID, FULL) and not needs_localizing(se2, GRID, SCA)
+    assert not needs_localizing(translations, GRID, FULL)
+    assert not needs_localizing(se2, Grid.regular(48, periodic=False), FULL)
+    quiet = localize(FULL + 3.0, GRID)  # a background value is kept, the fluctuation localised
+    assert not needs_localizing(se2, GRID, quiet)
+    # Near the seam (the corner) it is the field's mean exactly; at the centre the field itself.
+    mean = (FULL + 3.0).mean(dim=(-2, -1))
+    assert torch.allclose(quiet[..., 0, 0], mean, rtol=0, atol=1e-14)
+    assert torch.allclose(quiet[..., 24, 24], FULL[..., 24, 24] + 3.0, rtol=0, atol=1e-14)
+
+
+def test_a_nonlocal_rotation_equivariant_operator_keeps_r_on_fields_that_fill_the_box():
+    heat = _heat(GRID)
+    found = discover(heat, FULL, "s:scalar", "s:scalar", GRID, candidates="se2")
+    assert found.localized and set(found.symmetries) == {"1.00 Tx", "1.00 Ty", "1.00 R"}, found.table()
+    # Without localising, R.u jumps at the seam and the operator spreads the jump: R looks broken.
+    raw = discover(heat, FULL, "s:scalar", "s:scalar", GRID, candidates="se2", localized=False)
+    assert not raw.localized and "1.00 R" not in raw.symmetries, raw.table()
+    assert raw.column_norms["R"] > 10 * found.column_norms["R"]
+
+
+def test_accuracy_floor_is_the_error_fields_motion_and_sets_the_threshold():
+    heat = _heat(GRID)
+    targets = heat(FULL)
+    # A uniform 3% gain error: xi.E = 0.03 xi.y exactly, for every generator.
+    found = discover(lambda u: 1.03 * heat(u), FULL, "s:scalar", "s:scalar", GRID, candidates="se2",
+                     targets=targets)
+    assert found.accuracy_floor == pytest.approx({"Tx": 0.03, "Ty": 0.03, "R": 0.03}, rel=1e-9)
+    # A slightly broken operator: R broken at a level below what its own error hides -> R is kept ...
+    X = GRID.coords()[0]
+    bent = lambda u: heat(u) * (1 + 0.02 * torch.sin(2 * torch.pi * X))  # noqa: E731
+    noisy = discover(bent, FULL, "s:scalar", "s:scalar", GRID, candidates="se2", targets=targets)
+    assert min(noisy.accuracy_floor.values()) > 0 and noisy.threshold >= max(noisy.accuracy_floor.values())
+    plain = discover(bent, FULL, "s:scalar", "s:scalar", GRID, candidates="se2")
+    # ... while without targets only the discretisation floor bounds the threshold, and Tx is broken.
+    assert "1.00 Tx" not in plain.symmetries and plain.threshold < noisy.threshold, plain.table()
+    with pytest.raises(ValueError, match="one output per input"):
+        discover(heat, FULL, "s:scalar", "s:scalar", GRID, candidates="se2", targets=targets[:2])
