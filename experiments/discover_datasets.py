@@ -83,6 +83,7 @@ def main(argv=None) -> None:
         row = {"expected": expected, "found": result.symmetries, "singular_values": result.singular_values,
                "floor": result.floor, "vectors": result.vectors, "candidates": result.candidates,
                "discrete": result.discrete_errors, "column_norms": result.column_norms,
+               "accuracy_floor": result.accuracy_floor, "threshold": result.threshold, "rule": result.rule,
                "valid_rel_l2": float(metrics["valid"]) if isinstance(metrics, dict) else metrics}
         if solver == "buoyancy":
             mixed = trained(config(name, solver, params, fields, "mixed", args), args.work / name / "mixed")
@@ -98,12 +99,14 @@ def main(argv=None) -> None:
 def markdown(results, args) -> str:
     lines = [f"Command: `.venv/bin/python experiments/discover_datasets.py --epochs {args.epochs} "
              f"--samples {args.samples} --resolution {args.resolution}`", "",
-             "| dataset | valid rel. L2 | singular values (se2) | found | expected | r1 err | flip_x err | "
-             "R column | mixed levels Tx/Ty/R |", "|---|---|---|---|---|---|---|---|---|"]
+             "| dataset | valid rel. L2 | singular values (se2) | accuracy floor | threshold | found | expected | "
+             "r1 err | flip_x err | R column | mixed levels Tx/Ty/R |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         sv = ", ".join(f"{s:.2g}" for s in r["singular_values"])
         levels = "/".join(f"{r['mixed_levels'][g]:.2g}" for g in ("Tx", "Ty", "R")) if "mixed_levels" in r else ""
-        lines.append(f"| {name} | {r['valid_rel_l2']:.3f} | {sv} | {'; '.join(r['found']) or 'none'} | "
+        accuracy = max(r["accuracy_floor"].values(), default=float("nan"))
+        lines.append(f"| {name} | {r['valid_rel_l2']:.3f} | {sv} | {accuracy:.2g} | {r['threshold']:.2g} | "
+                     f"{'; '.join(r['found']) or 'none'} | "
                      f"{r['expected']} | {r['discrete'].get('r1', float('nan')):.2g} | "
                      f"{r['discrete'].get('flip_x', float('nan')):.2g} | {r['column_norms']['R']:.2g} | {levels} |")
     return "\n".join(lines) + "\n"
@@ -121,8 +124,9 @@ def plot(results, path: Path) -> None:
         ax.semilogy([i] * len(s), s.tolist(), "o", color="tab:blue")
         if r["floor"]:
             ax.semilogy([i + 0.15] * len(r["floor"]), r["floor"], "x", color="grey")
+        ax.plot([i - 0.25, i + 0.25], [r["threshold"]] * 2, "-", color="tab:red")
     ax.set_xticks(range(len(results)), list(results), rotation=25, ha="right")
-    ax.set_ylabel("singular values of M (relative); x = discretisation floor")
+    ax.set_ylabel("singular values of M (relative)\nx = discretisation floor, bar = threshold")
     ax.set_title("Lie-derivative spectra of trained FNOs over Tx, Ty, R")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
