@@ -277,3 +277,24 @@ def test_torch_export_with_dynamic_batch():
     program = torch.export.export(op, (torch.randn(2, 2, 12, 12),), dynamic_shapes=({0: batch},))
     u = torch.randn(5, 2, 12, 12)
     torch.testing.assert_close(program.module()(u), op(u))
+
+
+def test_grid_embedding_starts_equivariant_and_its_gate_breaks_every_symmetry():
+    from fieldsym.groups import shifts
+    from fieldsym.testing import assert_equivariant
+
+    torch.manual_seed(0)
+    model = GroupFNO("v:vector", "v:vector", "C4", n_modes=8, hidden_channels=3, n_layers=2, grid_embedding=True)
+    assert_equivariant(model, "v:vector", "v:vector", "C4")  # gate 0: exactly equivariant
+    assert_equivariant(model, "v:vector", "v:vector", shifts([(3, 5), (8, 1)]))
+    # The gate learns: its gradient is not zero at 0 (the lifting weights of the coordinates are not).
+    u = torch.randn(2, 2, 16, 16)
+    model(u).square().mean().backward()
+    assert model.grid_gate.grad is not None and model.grid_gate.grad.abs() > 0
+    with torch.no_grad():
+        model.grid_gate.fill_(0.5)
+    for group in ("C4", shifts([(3, 5), (8, 1)])):
+        with pytest.raises(AssertionError, match="not"):
+            assert_equivariant(model, "v:vector", "v:vector", group)
+    assert count_parameters(model) == count_parameters(
+        GroupFNO("v:vector", "v:vector", "C4", n_modes=8, hidden_channels=3, n_layers=2)) + 1 + 2 * 2 * 3

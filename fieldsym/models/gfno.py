@@ -52,6 +52,11 @@ class GroupFNO(nn.Module):
     input, so forcings with the group's symmetry are representable while the operator stays
     equivariant; it breaks translations. ``periodic``: ``(y, x)``, where the centre of the embedding
     lies (it must match the data's grid; the layers themselves are equivariant on both kinds).
+    ``grid_embedding``: also append neuralop's grid coordinates ``x, y`` in ``[0, 1)`` as two scalar
+    channels, scaled by one learned gate that starts at 0: the operator starts exactly equivariant and
+    can break every candidate symmetry (translations and rotations) only by growing the gate, which is
+    what symmetry promotion needs (an operator that can break what the data breaks, pushed back
+    towards the group where the data allows; ``experiments/README.md``, "Promotion on a GroupFNO").
     ``channel_mlp_expansion``, ``lifting_channel_ratio``, ``projection_channel_ratio``: as in
     neuralop's FNO, in regular channels (ratio 1 keeps the lifting and projection tensors ``c |G|``
     wide instead of ``2 c |G|``: about 20% cheaper steps for C4, 10% for D4). Quarter turns need a
@@ -67,6 +72,7 @@ class GroupFNO(nn.Module):
         hidden_channels: int = 16,
         n_layers: int = 4,
         positional_embedding: bool = False,
+        grid_embedding: bool = False,
         periodic: tuple[bool, bool] = (True, True),
         channel_mlp_expansion: float = 0.5,
         lifting_channel_ratio: float = 2,
@@ -87,6 +93,10 @@ class GroupFNO(nn.Module):
         if self.embedding is not None:
             names = ", ".join(f"embedding_{i}:scalar" for i in range(self.embedding.num_channels))
             lift_type = self.in_type + FieldType.parse(names)
+        # The symmetry-breaking coordinates and their gate (0: exactly equivariant).
+        self.grid_gate = nn.Parameter(torch.zeros(())) if grid_embedding else None
+        if grid_embedding:
+            lift_type = lift_type + FieldType.parse("grid_x:scalar, grid_y:scalar")
         G = self.group
         c_lift, c_proj = round(lifting_channel_ratio * c), round(projection_channel_ratio * c)
         c_mlp = max(1, round(channel_mlp_expansion * c))
@@ -106,6 +116,8 @@ class GroupFNO(nn.Module):
         self.in_type.check(u)
         if self.embedding is not None:
             u = self.embedding(u)
+        if self.grid_gate is not None:
+            u = torch.cat([u, self.grid_gate * _grid(u).expand(u.shape[0], -1, -1, -1)], dim=1)
         h = self.lift_out(F.gelu(self.lift_in(u)))  # (b, c, |G|, H, W)
         last = len(self.convs) - 1
         layers = zip(self.convs, self.skips, self.mlp_in, self.mlp_out)
@@ -124,6 +136,14 @@ class GroupFNO(nn.Module):
             f"in_type='{self.in_type}', out_type='{self.out_type}', group={self.group.name}, "
             f"n_modes={self.n_modes}"
         )
+
+
+def _grid(u: torch.Tensor) -> torch.Tensor:
+    """``(2, H, W)``: ``x`` then ``y`` in ``[0, 1)`` (neuralop's ``GridEmbedding2D`` on the unit square)."""
+    H, W = u.shape[-2:]
+    y = torch.arange(H, dtype=u.dtype, device=u.device) / H
+    x = torch.arange(W, dtype=u.dtype, device=u.device) / W
+    return torch.stack(torch.meshgrid(x, y, indexing="xy"))
 
 
 def _square_modes(n_modes: int | Sequence[int]) -> int:
