@@ -1,7 +1,9 @@
-"""Export: for FieldFNO and GroupFNO (C4, D4) in every format, the loaded export matches the eager
-operator at any batch size, its model card's equivariance errors (measured on the file) match the eager
-operator's, a truncated or modified file is refused with a clear error, and ``predict`` writes a valid
-schema-1 file. Models are tiny (16x16, width 8) with random weights in a real checkpoint."""
+"""Export: for FieldFNO, GroupFNO (C4, D4), SteerableFNO (SO2) and GroupAveraged (C4 over a FieldFNO) in
+every format, the loaded export matches the eager operator at any batch size, its model card's
+equivariance errors (measured on the file) match the eager operator's, a truncated or modified file is
+refused with a clear error, and ``predict`` writes a valid schema-1 file. Models are tiny (16x16, width
+8) with random weights in a real checkpoint. Baked operators are also checked in float64: equal to the
+eager operator to rounding and exactly equivariant on the lattice."""
 
 from __future__ import annotations
 
@@ -24,11 +26,14 @@ from fieldsym.data.dataset import FieldDataset
 from fieldsym.data.schema import inspect_file
 from fieldsym.data.spec import DataSpec, TimeSelection
 from fieldsym.data.writer import FieldSpec, write_dataset
-from fieldsym.export import ExportError, export_run, load_export, load_safetensors, predict
+from fieldsym.export import BakeError, ExportError, bake, export_run, load_export, load_safetensors, predict
+from fieldsym.export.layers import LatticeMove
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
-from fieldsym.groups import D4, FiniteGroup, shifts
+from fieldsym.groups import D4, FiniteGroup, GroupElement, shifts
 from fieldsym.lie import equivariance_errors
+from fieldsym.models import build_operator
+from fieldsym.testing import assert_equivariant, smooth_random_field
 from fieldsym.train import load_operator, train
 
 N, SAMPLES = 16, 6
@@ -38,6 +43,9 @@ OPERATORS = {
     "gfno_c4": "{kind: gfno, options: {group: C4, n_modes: 6, hidden_channels: 4, n_layers: 2}}",
     "gfno_d4": "{kind: gfno, options: {group: D4, n_modes: 6, hidden_channels: 2, n_layers: 2, "
                "positional_embedding: true}}",
+    "steerable": "{kind: steerable, options: {group: SO2, n_modes: 6, n_layers: 2, hidden_irreps: '4x0 + 2x1 + 1x2'}}",
+    "averaged": "{kind: averaged, options: {inner: fno, group_elements: C4, n_modes: [6, 6], hidden_channels: 8, "
+                "n_layers: 2, positional_embedding: false}}",
 }
 FORMATS = ("pt2", "onnx", "safetensors")
 
@@ -143,16 +151,20 @@ def test_export_matches_eager_at_any_batch_and_keeps_equivariance(name, fmt, run
         assert abs(rows[g.name]["eager"] - eager_errors[g.name]) < 1e-6
     # No embedding: shifts are exact; the D4 embedding breaks them. Each group gives its elements.
     moves = {"shift(1, 0)", "shift(0, 1)", "shift(4, 5)"}
-    exact = {"fno": moves, "gfno_c4": moves | {"r1", "r2", "r3"}, "gfno_d4": set(rows) - moves}[name]
+    turns = moves | {"r1", "r2", "r3"}
+    exact = {"fno": moves, "gfno_c4": turns, "gfno_d4": set(rows) - moves, "steerable": turns, "averaged": turns}[name]
     assert all(rows[g]["exported"] < 1e-5 for g in exact)
     assert all(rows[g]["exported"] > 1e-3 for g in set(rows) - exact)
 
 
-def test_group_fno_graph_holds_plain_weights(exports):
-    program = torch.export.load(exports["gfno_d4", "pt2"] / "model.pt2")
+@pytest.mark.parametrize("name", ["gfno_d4", "steerable"])
+def test_constrained_graph_holds_plain_weights(name, exports):
+    program = torch.export.load(exports[name, "pt2"] / "model.pt2")
     targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
-    assert not any("index" in t or "gather" in t for t in targets)  # no orbit gather left
+    assert not any("index" in t or "gather" in t or "fft" in t for t in targets)  # no orbit gather, no FFT
     assert not any(p.is_complex() for p in program.state_dict.values())
+    card = json.loads((exports[name, "pt2"] / "model_card.json").read_text())
+    assert card["operator"]["enforced_group"] == {"gfno_d4": "D4", "steerable": "SO2"}[name]
 
 
 def test_dynamic_grid(runs, tmp_path):
@@ -167,15 +179,94 @@ def test_dynamic_grid(runs, tmp_path):
         loaded(torch.randn(1, 1, 6, 6))
 
 
-def test_safetensors_rebuilds_the_constrained_operator(runs, exports):
-    rebuilt = load_safetensors(exports["gfno_d4", "safetensors"])
-    eager = eager_operator(runs["gfno_d4"])
-    assert type(rebuilt.model).__name__ == "GroupFNO"
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_steerable_dynamic_grid(fmt, runs, tmp_path):
+    """``W(k)`` is sampled at integer wave numbers (cycles per domain), the same on every grid: one export
+    serves every grid that resolves the disc ``|k| <= 3``, odd and non-square ones included."""
+    directory = export_run(runs["steerable"], fmt, tmp_path / "dynamic", dynamic_shapes=True)
+    loaded, eager = load_export(directory), eager_operator(runs["steerable"])
+    assert loaded.card["grid"]["dynamic"] and loaded.card["grid"]["min_shape"] == [7, 7]
+    for shape in ((16, 16), (21, 21), (7, 7), (12, 20)):
+        u = torch.randn(2, 1, *shape)
+        with torch.no_grad():
+            assert relative(loaded(u), eager(u)) < 1e-5
+    with pytest.raises(ValueError, match="at least 7x7"):
+        loaded(torch.randn(1, 1, 6, 6))
+
+
+def test_dynamic_grid_is_refused_for_averages_over_quarter_turns(runs, tmp_path):
+    with pytest.raises(ExportError, match=r"swap the grid's axes and so need H = W.*export without --dynamic-shapes"):
+        export_run(runs["averaged"], "pt2", tmp_path / "dynamic", dynamic_shapes=True)
+    assert not (tmp_path / "dynamic").exists()
+
+
+@pytest.mark.parametrize("name, kind", [("gfno_d4", "GroupFNO"), ("steerable", "SteerableFNO"),
+                                        ("averaged", "GroupAveraged")])
+def test_safetensors_rebuilds_the_constrained_operator(name, kind, runs, exports):
+    rebuilt = load_safetensors(exports[name, "safetensors"])
+    eager = eager_operator(runs[name])
+    assert type(rebuilt.model).__name__ == kind
     for (key, a), b in zip(rebuilt.model.state_dict().items(), eager.model.state_dict().values()):
         assert torch.equal(a, b), key
     u = torch.randn(2, 1, N, N)
     with torch.no_grad():
         assert torch.equal(rebuilt(u), eager(u))
+
+
+BAKED = {
+    "steerable_so2": ("steerable", {"group": "SO2", "n_modes": 6, "n_layers": 2, "hidden_irreps": "4x0 + 2x1 + 1x2"},
+                      "C4"),
+    "steerable_o2_embedded": ("steerable", {"group": "O2", "n_modes": 6, "n_layers": 3, "positional_embedding": True,
+                                            "hidden_irreps": "3x0 + 2x0- + 2x1 + 1x2"}, "D4"),
+    "averaged_gfno": ("averaged", {"inner": "gfno", "group_elements": "D4", "group": "C4", "n_modes": 6,
+                                   "hidden_channels": 2, "n_layers": 2}, "D4"),
+    "averaged_steerable": ("averaged", {"inner": "steerable", "group_elements": "C4", "group": "SO2", "n_modes": 6,
+                                        "n_layers": 1, "hidden_irreps": "2x0 + 1x1"}, "C4"),
+    # The gated grid coordinates break every symmetry once the gate is open: compared with eager only.
+    "gfno_grid_embedding": ("gfno", {"group": "C4", "n_modes": 6, "hidden_channels": 2, "n_layers": 2,
+                                     "grid_embedding": True}, None),
+}
+
+
+@pytest.mark.parametrize("periodic", [(True, True), (False, False)])
+@pytest.mark.parametrize("size", [16, 17])
+@pytest.mark.parametrize("name", BAKED)
+def test_baked_operator_is_the_eager_one_in_float64(name, size, periodic):
+    """Baked and eager agree to rounding in float64, and the baked operator keeps the exact lattice
+    equivariance of the eager one (quarter turns for SO2 and C4, all of D4 for O2 and D4)."""
+    kind, options, lattice = BAKED[name]
+    torch.manual_seed(0)
+    eager = build_operator(kind, IN, OUT, periodic=periodic, **options).double()
+    with torch.no_grad():
+        for p in eager.parameters():  # trained-looking weights: gates and biases away from their zero start
+            p.add_(0.3 * torch.randn_like(p))
+    baked = bake(eager, None, torch.float64)
+    grid = Grid.regular(size, periodic=periodic)
+    u = smooth_random_field(IN, grid, batch=3, dtype=torch.float64)
+    with torch.no_grad():
+        assert relative(baked(u), eager(u)) < 1e-12
+    if lattice is not None:
+        assert max(assert_equivariant(baked, IN, OUT, lattice, u=u, grid=grid).values()) < 1e-12
+
+
+@pytest.mark.parametrize("periodic", [(True, True), (False, False), (True, False)])
+@pytest.mark.parametrize("shape", [(6, 6), (7, 7), (6, 9)])
+def test_lattice_move_is_the_group_action(shape, periodic):
+    """:class:`LatticeMove` (flips, a transpose, rolls) moves exactly the values of ``GroupElement.act``."""
+    field_type = FieldType.parse("w:pseudoscalar, v:vector")
+    u = torch.randn(2, 3, *shape)
+    square = shape[0] == shape[1] and periodic[0] == periodic[1]
+    elements = [g for g in D4 if square or g.A[0][0] != 0]
+    cells = [(dx, dy) for dx, dy in ((1, 0), (0, 2), (3, 1)) if (periodic[1] or not dx) and (periodic[0] or not dy)]
+    elements += [GroupElement(f"{g.name}+{c}", g.A, c) for g in elements for c in cells]
+    for g in elements:
+        assert torch.equal(LatticeMove(g, field_type, periodic)(u), g.act(u, field_type, periodic)), g.name
+        assert torch.equal(LatticeMove(g.inverse(), field_type, periodic)(g.act(u, field_type, periodic)), u), g.name
+
+
+def test_unsupported_operators_are_refused_with_a_bake_error():
+    with pytest.raises(BakeError, match="cannot export a Conv2d: export knows FieldFNO"):
+        bake(torch.nn.Conv2d(1, 2, 1), (N, N))
 
 
 def damaged_copy(exports, fmt: str, tmp_path: Path, damage) -> Path:

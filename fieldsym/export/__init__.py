@@ -10,7 +10,8 @@ real arithmetic, normalisation inside, so the graph takes and returns physical f
 - :func:`load_export` — load any export back, verified, as a callable on physical fields;
 - :func:`load_safetensors` — rebuild the fieldsym operator of a ``safetensors`` export;
 - :func:`predict` — run an export on a schema-1 file, write a schema-1 file;
-- :func:`bake` — the plain module of an operator (``FieldFNO``, ``GroupFNO``), for custom exports.
+- :func:`bake` — the plain module of an operator (``FieldFNO``, ``GroupFNO``, ``SteerableFNO``,
+  ``GroupAveraged`` over one of them), for custom exports.
 """
 
 from fieldsym.export.bake import BakeError, PhysicalOperator, bake

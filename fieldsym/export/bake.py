@@ -10,15 +10,23 @@ numbers, measured on the export (the model card records it), not of the graph.
 What changes in each operator:
 
 - every spectral convolution becomes a :class:`RealSpectralConv` (real arithmetic, dense kernel; a
-  factorised or separable neuralop weight is reconstructed);
+  factorised or separable neuralop weight is reconstructed, a steerable kernel ``W(k)`` is sampled on
+  the kept wave numbers, zero outside its disc ``|k| <= K``);
 - ``FieldFNO``'s grid embedding loses neuralop's per-resolution cache (module state that an export
   would specialise on) and computes the same coordinates on every call;
 - ``GroupFNO``'s regular features are kept flat, ``(b, c |G|, H, W)``, and every pointwise map is a
   ``1x1`` convolution with its gathered matrix;
+- ``SteerableFNO``'s equivariant channel maps are ``1x1`` convolutions with their solved matrices, its
+  norm nonlinearities whole-tensor ops (:class:`~fieldsym.export.layers.NormGate`);
+- ``GroupAveraged`` bakes its inner operator and moves the fields with flips, transposes and rolls
+  (:class:`~fieldsym.export.layers.LatticeMove`) instead of index tables built for one grid size;
 - normalisation (:class:`PhysicalOperator`) is part of the graph, so it takes and returns physical fields.
 
 Modes: with ``grid`` given, a kernel keeps only the wave numbers that grid resolves, exactly what the
 eager forward does on it; with ``grid=None`` it keeps every mode and needs grids that resolve them all.
+Every kernel here is a function of the wave number in cycles per domain, not of the grid size (a
+steerable ``W(k)`` is sampled at the integer ``k`` every grid shares), so one baked operator serves
+every grid that resolves its modes.
 """
 
 from __future__ import annotations
@@ -31,9 +39,12 @@ from neuralop.layers.embeddings import GridEmbedding2D, GridEmbeddingND
 from torch import nn
 
 from fieldsym.data.normalization import FieldNormalizer
+from fieldsym.export.layers import GridEmbedding, LatticeMove, NormGate, RadialEmbedding, pointwise
 from fieldsym.export.realspectral import RealSpectralConv
 from fieldsym.fields import FieldType
-from fieldsym.models import FieldFNO, GroupFNO
+from fieldsym.models import FieldFNO, GroupAveraged, GroupFNO, SteerableFNO
+from fieldsym.models.gfno import _grid as grid_coordinates
+from fieldsym.models.steerable import SteerableLinear
 
 
 class BakeError(ValueError):
@@ -61,22 +72,32 @@ class PhysicalOperator(nn.Module):
         return self.model((u - self.in_shift) / self.in_scale) * self.out_scale + self.out_shift
 
 
-def bake(model: nn.Module, grid: tuple[int, int] | None) -> nn.Module:
-    """A plain float32 copy of ``model`` (a ``FieldFNO`` or ``GroupFNO``) for export; ``model`` is untouched.
+def bake(model: nn.Module, grid: tuple[int, int] | None, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """A plain copy of ``model`` for export, its weights in ``dtype``; ``model`` is untouched.
 
+    ``model``: a ``FieldFNO``, ``GroupFNO``, ``SteerableFNO``, or a ``GroupAveraged`` of one of them.
     ``grid``: ``(H, W)`` to keep only the modes it resolves, ``None`` to keep all (module docstring).
+    ``dtype``: float32 for the exported graphs; float64 (of a float64 ``model``) to test the baking itself.
     """
     with torch.no_grad():
-        if isinstance(model, FieldFNO):
-            baked = _bake_field_fno(model, grid)
-        elif isinstance(model, GroupFNO):
-            baked = BakedGroupFNO(model, grid)
-        else:
-            raise BakeError(
-                f"cannot export a {type(model).__name__}: export knows FieldFNO (kind fno) and GroupFNO "
-                "(kind gfno); wrap other operators yourself and call torch.export on them"
-            )
-    return baked.float().eval()
+        baked = _bake(model, grid)
+    return baked.to(dtype).eval()
+
+
+def _bake(model: nn.Module, grid: tuple[int, int] | None) -> nn.Module:
+    if isinstance(model, FieldFNO):
+        return _bake_field_fno(model, grid)
+    if isinstance(model, GroupFNO):
+        return BakedGroupFNO(model, grid)
+    if isinstance(model, SteerableFNO):
+        return BakedSteerableFNO(model, grid)
+    if isinstance(model, GroupAveraged):
+        return BakedGroupAveraged(model, _bake(model.op, grid))
+    raise BakeError(
+        f"cannot export a {type(model).__name__}: export knows FieldFNO (kind fno), GroupFNO (kind gfno), "
+        "SteerableFNO (kind steerable) and GroupAveraged over one of them (kind averaged); wrap other "
+        "operators yourself and call torch.export on them"
+    )
 
 
 def min_grid(baked: nn.Module) -> tuple[int, int]:
@@ -112,32 +133,6 @@ def _fno_kernel(conv: nn.Module, grid: tuple[int, int] | None) -> torch.Tensor:
     return weight[:, :, centre - ky : centre + ky + 1, : kx + 1].permute(2, 3, 0, 1)
 
 
-class GridEmbedding(nn.Module):
-    """neuralop's grid embedding, ``(b, C, H, W) -> (b, C + 2, H, W)``, without its resolution cache.
-
-    Appends ``y`` then ``x``, ``start + (stop - start) j / N`` in float32: neuralop's
-    ``linspace(start, stop, N + 1)[:-1]`` to rounding (``torch.linspace`` would fix ``N`` in an export).
-    """
-
-    def __init__(self, boundaries) -> None:
-        super().__init__()
-        self.boundaries = tuple(tuple(float(v) for v in pair) for pair in boundaries)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, H, W = x.shape[0], x.shape[-2], x.shape[-1]
-        (y0, y1), (x0, x1) = self.boundaries
-        Y, X = torch.meshgrid(_coordinates(y0, y1, H, x.device), _coordinates(x0, x1, W, x.device), indexing="ij")
-        return torch.cat([x, Y.to(x.dtype).expand(b, 1, H, W), X.to(x.dtype).expand(b, 1, H, W)], dim=1)
-
-    def extra_repr(self) -> str:
-        return f"boundaries={self.boundaries}"
-
-
-def _coordinates(start: float, stop: float, n, device) -> torch.Tensor:
-    """``start + (stop - start) j / n`` for ``j = 0..n-1``, float32; ``n`` may be symbolic."""
-    return start + torch.arange(n, device=device, dtype=torch.float32) * ((stop - start) / n)
-
-
 # -- GroupFNO ----------------------------------------------------------------------------------------------
 
 
@@ -145,7 +140,7 @@ class BakedGroupFNO(nn.Module):
     """``GroupFNO`` with every tied weight materialised: ``(b, C_in, H, W) -> (b, C_out, H, W)``.
 
     The forward is ``GroupFNO.forward`` on flat regular features ``(b, c |G|, H, W)`` (channel-major,
-    the order of ``h.flatten(1, 2)``): lift, then per layer ``h = conv(h) + skip(h)``, GELU, a gated
+    the order of ``h.flatten(1, 2)``): embeddings (the invariant one, the gated grid coordinates), lift, then per layer ``h = conv(h) + skip(h)``, GELU, a gated
     channel MLP, GELU (none after the last layer), then project. Every map is a plain ``1x1``
     convolution or a :class:`RealSpectralConv` holding the stacked kernel ``GroupSpectralConv.kernel()``.
     """
@@ -157,7 +152,9 @@ class BakedGroupFNO(nn.Module):
         self.out_type: FieldType = model.out_type
         self.group = model.group.name
         self.embedding = copy.deepcopy(model.embedding)
-        self.lift_in = _pointwise(model.lift_in.matrix(), model.lift_in.bias.repeat_interleave(n))
+        self.grid_gate = None if model.grid_gate is None else nn.Parameter(model.grid_gate.detach().clone(),
+                                                                           requires_grad=False)
+        self.lift_in = pointwise(model.lift_in.matrix(), model.lift_in.bias.repeat_interleave(n))
         self.lift_out = _regular(model.lift_out)
         self.convs = nn.ModuleList(
             RealSpectralConv(_group_kernel(conv, grid), conv.bias.repeat_interleave(n)) for conv in model.convs
@@ -169,11 +166,13 @@ class BakedGroupFNO(nn.Module):
         self.gates = nn.Parameter(gates.clone(), requires_grad=False)
         self.proj_in = _regular(model.proj_in)
         project = model.proj_out
-        self.proj_out = _pointwise(project.matrix(), project.bias_projector.to(project.bias.dtype) @ project.bias)
+        self.proj_out = pointwise(project.matrix(), project.bias_projector.to(project.bias.dtype) @ project.bias)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self.embedding is not None:
             u = self.embedding(u)
+        if self.grid_gate is not None:  # the eager coordinates: (2, H, W) computed from the input's shape
+            u = torch.cat([u, self.grid_gate * grid_coordinates(u).expand(u.shape[0], -1, -1, -1)], dim=1)
         h = self.lift_out(F.gelu(self.lift_in(u)))
         last = len(self.convs) - 1
         for i, (conv, skip, mlp_in, mlp_out) in enumerate(zip(self.convs, self.skips, self.mlp_in, self.mlp_out)):
@@ -192,22 +191,97 @@ class BakedGroupFNO(nn.Module):
 
 def _group_kernel(conv: nn.Module, grid: tuple[int, int] | None) -> torch.Tensor:
     """``GroupSpectralConv.kernel()`` clipped to the modes ``grid`` resolves."""
-    K = conv.K
+    return _clip(conv.kernel(), conv.K, grid)
+
+
+def _clip(kernel: torch.Tensor, K: int, grid: tuple[int, int] | None) -> torch.Tensor:
+    """``kernel`` ``(2K+1 (k_y = -K..K), K+1 (k_x = 0..K), ...)`` clipped to the modes ``grid`` resolves."""
     ky, kx = (K, K) if grid is None else (min(K, (grid[0] - 1) // 2), min(K, (grid[1] - 1) // 2))
-    return conv.kernel()[K - ky : K + ky + 1, : kx + 1]
+    return kernel[K - ky : K + ky + 1, : kx + 1]
 
 
 def _regular(layer: nn.Module) -> nn.Conv2d:
     """A ``RegularLinear`` as a ``1x1`` convolution on flat regular features."""
     bias = None if layer.bias is None else layer.bias.repeat_interleave(layer.n)
-    return _pointwise(layer.matrix(), bias)
+    return pointwise(layer.matrix(), bias)
 
 
-def _pointwise(matrix: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
-    """``(out, in)`` matrix and ``(out,)`` bias as an ``nn.Conv2d`` of kernel size 1."""
-    conv = nn.Conv2d(matrix.shape[1], matrix.shape[0], 1, bias=bias is not None)
-    conv.weight.data = matrix.detach()[:, :, None, None].clone()
-    if bias is not None:
-        conv.bias.data = bias.detach().clone()
-    conv.requires_grad_(False)
-    return conv
+# -- SteerableFNO ------------------------------------------------------------------------------------------
+
+
+class BakedSteerableFNO(nn.Module):
+    """``SteerableFNO`` with its solved weights materialised: ``(b, C_in, H, W) -> (b, C_out, H, W)``.
+
+    The forward is ``SteerableFNO.forward``: optional radial embedding, lift, then per layer
+    ``h = conv(h) + skip(h)`` and a norm nonlinearity (none after the last layer), then
+    ``proj_out(gate(proj_in(h)))``. Each :class:`SteerableLinear` is a ``1x1`` convolution with its
+    matrix ``sum_n w_n B_n`` and its bias on the invariant blocks; each spectral convolution is a
+    :class:`RealSpectralConv` holding ``W(k)`` sampled on the ``(2K+1) x (K+1)`` lattice block (zero
+    outside the disc, where the radial taper vanishes); each ``NormActivation`` a :class:`NormGate`.
+    """
+
+    def __init__(self, model: SteerableFNO, grid: tuple[int, int] | None) -> None:
+        super().__init__()
+        self.in_type: FieldType = model.in_type
+        self.out_type: FieldType = model.out_type
+        self.group = model.group
+        self.embedding = RadialEmbedding(model.periodic) if model.positional_embedding else None
+        self.lift = _steerable(model.lift)
+        self.convs = nn.ModuleList(
+            RealSpectralConv(_clip(conv.kernel().permute(2, 3, 1, 0), conv.K, grid), None) for conv in model.convs
+        )
+        self.skips = nn.ModuleList(_steerable(s) for s in model.skips)
+        self.acts = nn.ModuleList(NormGate(a) for a in model.acts)
+        self.proj_in = _steerable(model.proj_in)
+        self.proj_act = NormGate(model.proj_act)
+        self.proj_out = _steerable(model.proj_out)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if self.embedding is not None:
+            u = self.embedding(u)
+        h = self.lift(u)
+        for i, (conv, skip) in enumerate(zip(self.convs, self.skips)):
+            h = conv(h) + skip(h)
+            if i < len(self.acts):
+                h = self.acts[i](h)
+        return self.proj_out(self.proj_act(self.proj_in(h)))
+
+    def extra_repr(self) -> str:
+        return f"in_type='{self.in_type}', out_type='{self.out_type}', group={self.group} (baked)"
+
+
+def _steerable(layer: SteerableLinear) -> nn.Conv2d:
+    """A ``SteerableLinear`` as a ``1x1`` convolution; its bias masked to the invariant blocks."""
+    bias = None if layer.bias is None else layer.bias * layer.bias_mask
+    return pointwise(layer.matrix(), bias)
+
+
+# -- GroupAveraged -----------------------------------------------------------------------------------------
+
+
+class BakedGroupAveraged(nn.Module):
+    """``GroupAveraged`` around a baked inner operator: ``(b, C_in, H, W) -> (b, C_out, H, W)``.
+
+    ``F_avg(u) = 1/|G| sum_g g^-1 . F(g . u)`` as the eager forward computes it: the ``|G|`` moved
+    copies of the batch in one call of ``F``, then the inverse moves summed in the order of the
+    elements. Each move is a :class:`LatticeMove`.
+    """
+
+    def __init__(self, model: GroupAveraged, inner: nn.Module) -> None:
+        super().__init__()
+        self.in_type: FieldType = model.in_type
+        self.out_type: FieldType = model.out_type
+        self.op = inner
+        self.moves = nn.ModuleList(LatticeMove(g, model.in_type, model.periodic) for g in model.elements)
+        self.returns = nn.ModuleList(LatticeMove(g.inverse(), model.out_type, model.periodic) for g in model.elements)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        n = len(self.moves)
+        outs = self.op(torch.cat([move(u) for move in self.moves])).unflatten(0, (n, -1))  # (|G|, b, C, H, W)
+        total = 0
+        for i, back in enumerate(self.returns):
+            total = total + back(outs[i])
+        return total / n
+
+    def extra_repr(self) -> str:
+        return f"in_type='{self.in_type}', out_type='{self.out_type}', elements={len(self.moves)} (baked)"

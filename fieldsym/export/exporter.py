@@ -24,14 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from fieldsym import __version__
 from fieldsym.export.bake import BakeError, PhysicalOperator, bake, min_grid
 from fieldsym.export.card import equivariance_table, measure, write_card
 from fieldsym.export.formats import (CARD, FORMATS, INPUT_NAME, MODEL_FILES, RECIPE, dynamic_shapes, load_export,
                                      read_card, write_onnx, write_pt2, write_safetensors)
+from fieldsym.export.layers import LatticeMove
 from fieldsym.export.source import ExportError, Run, find_checkpoint, load_run, sha256_file
-from fieldsym.models import count_parameters
+from fieldsym.models import GroupAveraged, GroupFNO, SteerableFNO, count_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +114,12 @@ def _write_graph(run: Run, format: str, out: Path, dynamic: bool) -> tuple[tuple
         baked = bake(run.model, None if dynamic else (H, W))
     except BakeError as error:
         raise ExportError(f"{run.checkpoint}: {error}; the safetensors format stores any operator") from error
+    if dynamic and any(isinstance(m, LatticeMove) and m.swap for m in baked.modules()):
+        raise ExportError(
+            f"{run.checkpoint}: this GroupAveraged operator averages over quarter turns or diagonal reflections, "
+            "which swap the grid's axes and so need H = W, but a dynamic grid lets H and W vary apart; export "
+            "without --dynamic-shapes"
+        )
     grid_min = min_grid(baked) if dynamic else None
     if grid_min is not None and (H < grid_min[0] or W < grid_min[1]):
         raise ExportError(
@@ -133,10 +141,20 @@ def _write_graph(run: Run, format: str, out: Path, dynamic: bool) -> tuple[tuple
                     "): upgrade torch, or use --format safetensors, which any torch loads")
         raise ExportError(f"{run.checkpoint}: {format} export failed ({type(error).__name__}: "
                           f"{str(error).strip().splitlines()[0]}); {hint}") from error
-    group = getattr(run.model, "group", None)
-    what = (f"plain weights: the {group.name}-orbit-tied kernels and intertwiners materialised"
-            if group is not None else "plain weights: dense spectral kernels")
-    return grid_min, f"{what}, real-arithmetic spectral convolutions, normalisation inside"
+    return grid_min, f"{_graph_description(run.model)}, real-arithmetic spectral convolutions, normalisation inside"
+
+
+def _graph_description(model: nn.Module) -> str:
+    """What baking did to ``model``, for the card."""
+    if isinstance(model, GroupAveraged):
+        return (f"{_graph_description(model.op)}; averaged over {len(model.elements)} lattice symmetries "
+                "(flips, transposes and rolls)")
+    if isinstance(model, GroupFNO):
+        return f"plain weights: the {model.group.name}-orbit-tied kernels and intertwiners materialised"
+    if isinstance(model, SteerableFNO):
+        return (f"plain weights: the {model.group}-steerable kernels sampled on the kept wave numbers "
+                f"(|k| <= {model.n_modes // 2}) and the equivariant channel maps materialised")
+    return "plain weights: dense spectral kernels"
 
 
 TESTED_TORCH = (2, 13)  # pt2/ONNX export is tested with this torch; 2.11's torch.export fails (experiments/README.md, GPU)
@@ -173,8 +191,8 @@ def _recipe(run: Run) -> dict[str, Any]:
 def _card(run: Run, format: str, out: Path, names: list[str], grid_min, graph: str) -> dict[str, Any]:
     op = run.operator
     grid = run.grid
-    group = op.options.get("group", "C4") if op.kind == "gfno" else (
-        op.options.get("group_elements", "D4") if op.kind == "averaged" else None)
+    group = {"gfno": op.options.get("group", "C4"), "steerable": op.options.get("group", "SO2"),
+             "averaged": op.options.get("group_elements", "D4")}.get(op.kind)
     return {
         "fieldsym_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
