@@ -50,19 +50,34 @@ def fno(width: int) -> FieldFNO:
 
 
 AMP = False  # bf16 autocast around the forward pass (--amp; what training on a GPU uses)
+COMPILE: str | None = None  # torch.compile mode for every model (--compile), e.g. "default", "reduce-overhead"
 
 
 def step_fn(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    forward = torch.compile(model, mode=COMPILE) if COMPILE else model
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
+        if COMPILE:
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: CUDA-graph outputs of the last one are free
         with torch.autocast(u.device.type, dtype=torch.bfloat16, enabled=AMP):
-            prediction = model(u)
+            prediction = forward(u)
         torch.nn.functional.mse_loss(prediction.float(), target).backward()
         opt.step()
 
     return step
+
+
+def add_compile_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                        help="torch.compile every model (MODE: default, reduce-overhead, max-autotune); the "
+                             "warm-up steps include the compilation")
+
+
+def use_compile(mode: str | None) -> None:
+    global COMPILE
+    COMPILE = mode
 
 
 def timed(step, device: str) -> float:
@@ -100,9 +115,11 @@ def main() -> None:
     parser.add_argument("--gfno-ratio", type=float, default=2.0,
                         help="GroupFNO lifting and projection channel ratio (the FNO's is 2)")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast forward (CUDA)")
+    add_compile_argument(parser)
     args = parser.parse_args()
     global AMP
     AMP = args.amp
+    use_compile(args.compile)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -110,7 +127,7 @@ def main() -> None:
     target = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
     reference = fno(WIDTH).to(args.device)
     n_ref = count_parameters(reference)
-    print(f"device={args.device} amp={AMP} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
+    print(f"device={args.device} amp={AMP} compile={COMPILE} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
     for group in args.groups.split(","):
         gfno = matched_gfno(group, n_ref, args.gfno_ratio).to(args.device)
         hidden = gfno.convs[0].c_out * len(gfno.group)

@@ -28,7 +28,7 @@ import argparse
 
 import torch
 
-from bench_gfno_step import median_step_ms  # the same timed training step as the GroupFNO benchmark
+from bench_gfno_step import add_compile_argument, median_step_ms, use_compile  # the GroupFNO benchmark's step
 from fieldsym.models import FieldFNO, SteerableFNO, count_parameters
 
 FIELD = "v:vector"
@@ -52,7 +52,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    add_compile_argument(parser)
     args = parser.parse_args()
+    use_compile(args.compile)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -66,7 +68,7 @@ def main() -> None:
     }
     models = {name: model.to(args.device) for name, model in models.items()}
     ms = median_step_ms(models, u, target, args.device, args.warmup, args.steps)
-    print(f"device={args.device} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
+    print(f"device={args.device} compile={args.compile} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
     for name, model in models.items():
         channels = model.hidden_irreps.num_channels if isinstance(model, SteerableFNO) else WIDTH
         print(f"{name:17s} {channels:4d} hidden channels {count_parameters(model):8d} params "
