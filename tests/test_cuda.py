@@ -25,6 +25,7 @@ from fieldsym.models import FieldFNO
 from fieldsym.models.build import build_operator
 from fieldsym.penalties import NuclearPenalty
 from fieldsym.testing import assert_equivariant, smooth_random_field
+from datafiles import low_pass_file
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (GPU-only checks)")
 
@@ -110,17 +111,7 @@ def test_lie_derivatives_and_nuclear_penalty_match_cpu_in_float64():
 @pytest.fixture(scope="module")
 def smooth_file(tmp_path_factory):
     """A low-pass filter of smooth random fields (an FNO learns it in a few steps), 32 samples of 16^2."""
-    rng = np.random.default_rng(0)
-    n, size = 32, 16
-    k = np.fft.fftfreq(size, 1 / size)
-    k2 = k[:, None] ** 2 + k[None, :] ** 2
-    u0 = np.fft.ifft2(np.fft.fft2(rng.standard_normal((n, size, size))) * np.exp(-k2 / 8)).real
-    u1 = np.fft.ifft2(np.fft.fft2(u0) * np.exp(-k2 / 4)).real
-    u = np.stack([u0, u1], axis=1).astype(np.float32)
-    x = np.arange(size) / size
-    return write_dataset(tmp_path_factory.mktemp("cuda") / "smooth.nc", {"u": FieldSpec(u, "scalar", "1", "u")},
-                         x=x, y=x, time=np.arange(2.0), periodic=True, pde="low-pass filter", parameters={},
-                         seed=0, title="test data", source="tests/test_cuda.py")
+    return low_pass_file(tmp_path_factory.mktemp("cuda") / "smooth.nc", 32, 16, "tests/test_cuda.py")
 
 
 @pytest.mark.parametrize("symmetry", ["none", "augmented", "promoted"])

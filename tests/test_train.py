@@ -8,7 +8,6 @@ import logging
 import math
 import textwrap
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -20,30 +19,19 @@ from fieldsym.data.dataset import FieldDataset
 from fieldsym.data.loader import make_loader
 from fieldsym.data.normalization import fit_normalizers
 from fieldsym.data.spec import DataSpec, TimeSelection
-from fieldsym.data.writer import FieldSpec, write_dataset
 from fieldsym.groups import C4, algebra
 from fieldsym.models import FieldFNO
 from fieldsym.penalties import Augmenter, MixedPenalty, NuclearPenalty
 from fieldsym.train import Probe, TrainingDiverged, fit, load_operator, train
+from datafiles import low_pass_file
 
 SAMPLES, N = 16, 16
 
 
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory):
-    """``u`` at time 0: smooth random fields; at time 1: the same fields low-pass filtered (a linear operator
-    an FNO learns in a few steps). Periodic 16x16 grid, 16 samples."""
-    rng = np.random.default_rng(0)
-    k = np.fft.fftfreq(N, 1 / N)
-    k2 = k[:, None] ** 2 + k[None, :] ** 2
-    noise = np.fft.fft2(rng.standard_normal((SAMPLES, N, N)))
-    u0 = np.fft.ifft2(noise * np.exp(-k2 / 8)).real
-    u1 = np.fft.ifft2(np.fft.fft2(u0) * np.exp(-k2 / 4)).real
-    u = np.stack([u0, u1], axis=1).astype(np.float32)
-    x = np.arange(N) / N
-    return write_dataset(tmp_path_factory.mktemp("data") / "smooth.nc", {"u": FieldSpec(u, "scalar", "1", "u")},
-                         x=x, y=x, time=np.arange(2.0), periodic=True, pde="low-pass filter", parameters={},
-                         seed=0, title="test data", source="tests/test_train.py")
+    """A low-pass filter of smooth random fields, periodic 16x16 grid, 16 samples."""
+    return low_pass_file(tmp_path_factory.mktemp("data") / "smooth.nc", SAMPLES, N, "tests/test_train.py")
 
 
 def config_for(data_file, out, *overrides: str) -> ExperimentConfig:
