@@ -53,10 +53,11 @@ class GroupFNO(nn.Module):
     equivariant; it breaks translations. ``periodic``: ``(y, x)``, where the centre of the embedding
     lies (it must match the data's grid; the layers themselves are equivariant on both kinds).
     ``grid_embedding``: also append neuralop's grid coordinates ``x, y`` in ``[0, 1)`` as two scalar
-    channels, scaled by one learned gate that starts at 0: the operator starts exactly equivariant and
-    can break every candidate symmetry (translations and rotations) only by growing the gate, which is
-    what symmetry promotion needs (an operator that can break what the data breaks, pushed back
-    towards the group where the data allows; ``experiments/README.md``, "Promotion on a GroupFNO").
+    channels, scaled by one learned gate (initial value ``grid_gate``): at 0 the operator starts exactly
+    equivariant and can break every candidate symmetry (translations and rotations) only by growing
+    the gate; at 1 it starts as broken as an FNO with its grid embedding, for symmetry promotion to push
+    back towards the group where the data allows (``experiments/README.md``, "Promotion on a GroupFNO":
+    from 0 the gate hardly moves in 80 epochs, so the default for promotion is 1).
     ``channel_mlp_expansion``, ``lifting_channel_ratio``, ``projection_channel_ratio``: as in
     neuralop's FNO, in regular channels (ratio 1 keeps the lifting and projection tensors ``c |G|``
     wide instead of ``2 c |G|``: about 20% cheaper steps for C4, 10% for D4). Quarter turns need a
@@ -73,6 +74,7 @@ class GroupFNO(nn.Module):
         n_layers: int = 4,
         positional_embedding: bool = False,
         grid_embedding: bool = False,
+        grid_gate: float = 0.0,
         periodic: tuple[bool, bool] = (True, True),
         channel_mlp_expansion: float = 0.5,
         lifting_channel_ratio: float = 2,
@@ -94,7 +96,7 @@ class GroupFNO(nn.Module):
             names = ", ".join(f"embedding_{i}:scalar" for i in range(self.embedding.num_channels))
             lift_type = self.in_type + FieldType.parse(names)
         # The symmetry-breaking coordinates and their gate (0: exactly equivariant).
-        self.grid_gate = nn.Parameter(torch.zeros(())) if grid_embedding else None
+        self.grid_gate = nn.Parameter(torch.tensor(float(grid_gate))) if grid_embedding else None
         if grid_embedding:
             lift_type = lift_type + FieldType.parse("grid_x:scalar, grid_y:scalar")
         G = self.group
