@@ -296,5 +296,10 @@ def test_grid_embedding_starts_equivariant_and_its_gate_breaks_every_symmetry():
     for group in ("C4", shifts([(3, 5), (8, 1)])):
         with pytest.raises(AssertionError, match="not"):
             assert_equivariant(model, "v:vector", "v:vector", group)
+    started_broken = GroupFNO("v:vector", "v:vector", "C4", n_modes=8, hidden_channels=3, n_layers=2,
+                              grid_embedding=True, grid_gate=1.0)
+    assert float(started_broken.grid_gate) == 1.0
+    with pytest.raises(AssertionError, match="not"):
+        assert_equivariant(started_broken, "v:vector", "v:vector", "C4")
     assert count_parameters(model) == count_parameters(
         GroupFNO("v:vector", "v:vector", "C4", n_modes=8, hidden_channels=3, n_layers=2)) + 1 + 2 * 2 * 3
