@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from fieldsym.data.spec import DataSpec
 
 SolverName = Literal["navier_stokes", "buoyancy", "darcy"]
-OperatorKind = Literal["fno", "gfno", "steerable", "averaged"]
+OperatorKind = Literal["fno", "gfno", "steerable", "averaged", "residual"]
 LieMethod = Literal["jvp", "fd", "fd1"]
 FieldKindName = Literal["scalar", "pseudoscalar", "vector"]
 GroupName = Literal["C4", "D4"]
@@ -596,13 +596,13 @@ def build_model(op: OperatorConfig, in_type: FieldType, out_type: FieldType,
                 grid: Grid | None = None) -> torch.nn.Module:
     """The operator ``op`` describes, from typed fields; bad ``options`` name the operator.
 
-    Group-equivariant kinds (``gfno``, ``steerable``, ``averaged``) act about the grid's centre: they take the data's
+    Group-equivariant kinds (``gfno``, ``steerable``, ``averaged``, ``residual``'s equivariant part) act about the grid's centre: they take the data's
     periodicity from ``grid`` unless ``options`` set ``periodic``.
     """
     from fieldsym.models import build_operator  # neuralop is slow to import; only runs that build need it
 
     options = dict(op.options)
-    if op.kind in ("gfno", "steerable", "averaged") and grid is not None:
+    if op.kind in ("gfno", "steerable", "averaged", "residual") and grid is not None:
         options.setdefault("periodic", grid.periodic)
     try:
         return build_operator(op.kind, in_type, out_type, **options)

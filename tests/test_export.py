@@ -225,6 +225,9 @@ BAKED = {
     # The gated grid coordinates break every symmetry once the gate is open: compared with eager only.
     "gfno_grid_embedding": ("gfno", {"group": "C4", "n_modes": 6, "hidden_channels": 2, "n_layers": 2,
                                      "grid_embedding": True}, None),
+    "residual": ("residual", {"equivariant": {"kind": "gfno", "group": "C4", "n_modes": 6, "hidden_channels": 2,
+                                              "n_layers": 2},
+                              "free": {"kind": "fno", "n_modes": [6, 6], "hidden_channels": 4, "n_layers": 2}}, None),
 }
 
 

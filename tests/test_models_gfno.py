@@ -303,3 +303,38 @@ def test_grid_embedding_starts_equivariant_and_its_gate_breaks_every_symmetry():
         assert_equivariant(started_broken, "v:vector", "v:vector", "C4")
     assert count_parameters(model) == count_parameters(
         GroupFNO("v:vector", "v:vector", "C4", n_modes=8, hidden_channels=3, n_layers=2)) + 1 + 2 * 2 * 3
+
+
+def test_residual_pathway_is_equivariant_exactly_when_its_gate_is_closed():
+    from fieldsym.config import ConfigError, ExperimentConfig, build_model
+    from fieldsym.grid import Grid
+    from fieldsym.models import ResidualPathway
+    from fieldsym.testing import assert_equivariant
+
+    torch.manual_seed(0)
+    options = {"equivariant": {"kind": "gfno", "group": "C4", "n_modes": 8, "hidden_channels": 2, "n_layers": 2},
+               "free": {"kind": "fno", "n_modes": [8, 8], "hidden_channels": 4, "n_layers": 2}, "gate": 0.0}
+    model = build_operator("residual", "v:vector", "v:vector", **options)
+    assert isinstance(model, ResidualPathway)
+    assert count_parameters(model) == count_parameters(model.equivariant) + count_parameters(model.free) + 1
+    assert_equivariant(model, "v:vector", "v:vector", "C4")
+    u = torch.randn(2, 2, 16, 16)
+    model(u).square().mean().backward()
+    assert model.gate.grad.abs() > 0  # the free path can open
+    with torch.no_grad():
+        model.gate.fill_(0.1)
+    with pytest.raises(AssertionError, match="not C4-equivariant"):
+        assert_equivariant(model, "v:vector", "v:vector", "C4")
+    # Through a config, with the data's periodicity handed to the equivariant part; bad parts named.
+    config = ExperimentConfig.from_dict({
+        "dataset": {"path": "unused.nc"}, "task": {"inputs": ["v"], "outputs": ["v"]},
+        "operators": [{"name": "rpp", "kind": "residual", "options": options}]})
+    built = build_model(config.operators[0], FieldType.parse("v:vector"), FieldType.parse("v:vector"),
+                        Grid.regular(16, periodic=False))
+    assert isinstance(built.equivariant, GroupFNO) and isinstance(built.free, FieldFNO)
+    bad = dict(options, free={"kind": "gfno"})
+    config = ExperimentConfig.from_dict({
+        "dataset": {"path": "unused.nc"}, "task": {"inputs": ["v"], "outputs": ["v"]},
+        "operators": [{"name": "rpp", "kind": "residual", "options": bad}]})
+    with pytest.raises(ConfigError, match=r"operators\[rpp\].options: residual: free must be .*kind one of fno"):
+        build_model(config.operators[0], FieldType.parse("v:vector"), FieldType.parse("v:vector"))

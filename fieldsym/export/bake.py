@@ -42,7 +42,7 @@ from fieldsym.data.normalization import FieldNormalizer
 from fieldsym.export.layers import GridEmbedding, LatticeMove, NormGate, RadialEmbedding, pointwise
 from fieldsym.export.realspectral import RealSpectralConv
 from fieldsym.fields import FieldType
-from fieldsym.models import FieldFNO, GroupAveraged, GroupFNO, SteerableFNO
+from fieldsym.models import FieldFNO, GroupAveraged, GroupFNO, ResidualPathway, SteerableFNO
 from fieldsym.models.gfno import _grid as grid_coordinates
 from fieldsym.models.steerable import SteerableLinear
 
@@ -75,7 +75,8 @@ class PhysicalOperator(nn.Module):
 def bake(model: nn.Module, grid: tuple[int, int] | None, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A plain copy of ``model`` for export, its weights in ``dtype``; ``model`` is untouched.
 
-    ``model``: a ``FieldFNO``, ``GroupFNO``, ``SteerableFNO``, or a ``GroupAveraged`` of one of them.
+    ``model``: a ``FieldFNO``, ``GroupFNO``, ``SteerableFNO``, a ``GroupAveraged`` of one of them, or a
+    ``ResidualPathway`` of two of them.
     ``grid``: ``(H, W)`` to keep only the modes it resolves, ``None`` to keep all (module docstring).
     ``dtype``: float32 for the exported graphs; float64 (of a float64 ``model``) to test the baking itself.
     """
@@ -93,9 +94,12 @@ def _bake(model: nn.Module, grid: tuple[int, int] | None) -> nn.Module:
         return BakedSteerableFNO(model, grid)
     if isinstance(model, GroupAveraged):
         return BakedGroupAveraged(model, _bake(model.op, grid))
+    if isinstance(model, ResidualPathway):
+        return BakedResidual(_bake(model.equivariant, grid), _bake(model.free, grid), model.gate)
     raise BakeError(
         f"cannot export a {type(model).__name__}: export knows FieldFNO (kind fno), GroupFNO (kind gfno), "
-        "SteerableFNO (kind steerable) and GroupAveraged over one of them (kind averaged); wrap other "
+        "SteerableFNO (kind steerable), GroupAveraged over one of them (kind averaged) and ResidualPathway "
+        "(kind residual); wrap other "
         "operators yourself and call torch.export on them"
     )
 
@@ -257,6 +261,18 @@ def _steerable(layer: SteerableLinear) -> nn.Conv2d:
 
 
 # -- GroupAveraged -----------------------------------------------------------------------------------------
+
+
+class BakedResidual(nn.Module):
+    """``ResidualPathway`` of two baked operators: ``E(u) + gate B(u)``, the gate a constant."""
+
+    def __init__(self, equivariant: nn.Module, free: nn.Module, gate: torch.Tensor) -> None:
+        super().__init__()
+        self.equivariant, self.free = equivariant, free
+        self.register_buffer("gate", gate.detach().clone().reshape(()))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return self.equivariant(u) + self.gate * self.free(u)
 
 
 class BakedGroupAveraged(nn.Module):

@@ -33,7 +33,7 @@ from fieldsym.export.formats import (CARD, FORMATS, INPUT_NAME, MODEL_FILES, REC
                                      read_card, write_onnx, write_pt2, write_safetensors)
 from fieldsym.export.layers import LatticeMove
 from fieldsym.export.source import ExportError, Run, find_checkpoint, load_run, sha256_file
-from fieldsym.models import GroupAveraged, GroupFNO, SteerableFNO, count_parameters
+from fieldsym.models import GroupAveraged, GroupFNO, ResidualPathway, SteerableFNO, count_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,9 @@ def _graph_description(model: nn.Module) -> str:
     if isinstance(model, GroupAveraged):
         return (f"{_graph_description(model.op)}; averaged over {len(model.elements)} lattice symmetries "
                 "(flips, transposes and rolls)")
+    if isinstance(model, ResidualPathway):
+        return (f"equivariant part: {_graph_description(model.equivariant)}; plus {float(model.gate):.3g} x "
+                f"free part: {_graph_description(model.free)}")
     if isinstance(model, GroupFNO):
         return f"plain weights: the {model.group.name}-orbit-tied kernels and intertwiners materialised"
     if isinstance(model, SteerableFNO):
@@ -182,7 +185,7 @@ def _compare(loaded, eager, inputs: torch.Tensor, out: Path) -> dict[str, Any]:
 def _recipe(run: Run) -> dict[str, Any]:
     """What :func:`fieldsym.export.load_safetensors` needs to rebuild the operator."""
     options = dict(run.operator.options)
-    if run.operator.kind in ("gfno", "steerable", "averaged"):  # as config.build_model does
+    if run.operator.kind in ("gfno", "steerable", "averaged", "residual"):  # as config.build_model does
         options.setdefault("periodic", list(run.grid.periodic))
     return {"format": "fieldsym-safetensors", "version": 1, "kind": run.operator.kind,
             "in_type": str(run.in_type), "out_type": str(run.out_type), "options": options}
@@ -193,6 +196,8 @@ def _card(run: Run, format: str, out: Path, names: list[str], grid_min, graph: s
     grid = run.grid
     group = {"gfno": op.options.get("group", "C4"), "steerable": op.options.get("group", "SO2"),
              "averaged": op.options.get("group_elements", "D4")}.get(op.kind)
+    if op.kind == "residual":  # only the equivariant part is enforced; the gated free part may break it
+        group = None
     return {
         "fieldsym_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

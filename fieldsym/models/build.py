@@ -3,8 +3,9 @@
 ``build_operator("gfno", "w:pseudoscalar", "v:vector", group="D4", hidden_channels=12)`` returns the
 module; the options are the keyword arguments of the class (an unknown one raises the class's own
 ``TypeError``). ``"averaged"`` wraps another kind: ``build_operator("averaged", t_in, t_out,
-inner="fno", group_elements="C4", **inner_options)``. A plain dict, not a registry: adding a kind is
-one line here.
+inner="fno", group_elements="C4", **inner_options)``; ``"residual"`` sums an equivariant and a free
+operator: ``build_operator("residual", t_in, t_out, equivariant={"kind": "gfno", ...}, free={"kind":
+"fno", ...}, gate=1.0)``. A plain dict, not a registry: adding a kind is one line here.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from fieldsym.fields import FieldType
 from fieldsym.models.averaging import GroupAveraged
 from fieldsym.models.fno import FieldFNO
 from fieldsym.models.gfno import GroupFNO
+from fieldsym.models.residual import ResidualPathway
 from fieldsym.models.steerable import SteerableFNO
 
 _CONSTRUCTORS = {"fno": FieldFNO, "gfno": GroupFNO, "steerable": SteerableFNO}
-KINDS = (*_CONSTRUCTORS, "averaged")
+KINDS = (*_CONSTRUCTORS, "averaged", "residual")
 
 
 def build_operator(kind: str, in_type: FieldType | str, out_type: FieldType | str, **options) -> nn.Module:
     """The operator of kind ``"fno"``, ``"gfno"`` or ``"averaged"`` from ``in_type`` to ``out_type``."""
+    if kind == "residual":
+        return _residual(in_type, out_type, **options)
     if kind == "averaged":
         inner = options.pop("inner", "fno")
         if inner not in _CONSTRUCTORS:
@@ -36,6 +40,21 @@ def build_operator(kind: str, in_type: FieldType | str, out_type: FieldType | st
     if kind not in _CONSTRUCTORS:
         raise ValueError(f"unknown operator kind {kind!r}: expected one of {', '.join(KINDS)}")
     return _CONSTRUCTORS[kind](in_type, out_type, **options)
+
+
+def _residual(in_type, out_type, equivariant: dict | None = None, free: dict | None = None, gate: float = 1.0,
+              periodic: tuple[bool, bool] | None = None) -> ResidualPathway:
+    parts = {}
+    for role, spec, allowed in (("equivariant", equivariant, ("gfno", "steerable", "averaged")),
+                                ("free", free, ("fno",))):
+        if not isinstance(spec, dict) or spec.get("kind") not in allowed:
+            raise ValueError(f"residual: {role} must be a mapping with kind one of {', '.join(allowed)} and that "
+                             f"kind's options, e.g. {{kind: {allowed[0]}, ...}}; got {spec!r}")
+        options = {k: v for k, v in spec.items() if k != "kind"}
+        if role == "equivariant" and periodic is not None:
+            options.setdefault("periodic", periodic)
+        parts[role] = build_operator(spec["kind"], in_type, out_type, **options)
+    return ResidualPathway(parts["equivariant"], parts["free"], in_type, out_type, gate)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
