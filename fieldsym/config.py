@@ -5,7 +5,7 @@ and say where it is. Every section forbids unknown keys; :class:`ConfigError` tu
 into one line each, with the dotted path and, for a choice, the allowed values::
 
     training.optimizer.lr: Input should be greater than 0, got -1
-    operators[1].kind: expected one of fno, gfno, averaged, got 'gfn0'
+    operators[1].kind: expected one of fno, gfno, steerable, averaged, residual, got 'gfn0'
     training.optimiser: unknown key; allowed keys: epochs, batch_size, optimizer, ...
 
 The core (fields, groups, grid, lie, penalties, models, data) never imports this module; the

@@ -70,7 +70,7 @@ def test_bad_choice_lists_the_allowed_values(tmp_path):
                                         "training.loss=l3"])
     lines = [line.split("exp.yaml: ", 1)[1] for line in message.splitlines()]
     assert lines == [
-        "operators[0].kind: expected one of fno, gfno, steerable, averaged, got 'gfn0'",
+        "operators[0].kind: expected one of fno, gfno, steerable, averaged, residual, got 'gfn0'",
         "operators[1].symmetry.mode: expected one of none, augmented, penalized, promoted, mixed, got 'bogus'",
         "training.loss: expected one of l2, h1, got 'l3'",
     ]
