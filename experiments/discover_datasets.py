@@ -41,15 +41,30 @@ for beta in BUOYANCY:
         ["velocity", "temperature"], "Tx, Ty" + (", R" if beta == 0 else ""))
 
 
+# --operator residual_promoted: the operator that was best on both rotation datasets (experiments/README.md,
+# "How strongly to promote"): a C4 GroupFNO plus a gated FNO with its grid embedding, promoted.
+RESIDUAL = {"kind": "residual",
+            "options": {"equivariant": {"kind": "gfno", "group": "C4", "n_modes": 12, "hidden_channels": 6,
+                                        "n_layers": 4},
+                        "free": {"kind": "fno", "n_modes": [12, 12], "hidden_channels": 11, "n_layers": 4,
+                                 "positional_embedding": True}},
+            "symmetry": {"mode": "promoted", "candidates": ["Tx", "Ty", "R"], "elements": "C4", "gamma": 0.003,
+                         "ramp_epochs": 10}}
+
+
 def config(name, solver, params, fields, mode, args) -> ExperimentConfig:
-    symmetry = ({"mode": "mixed", "generators": ["Tx", "Ty", "R"], "gamma": 0.1, "update_epochs": [4, 8, 12, 16]}
-                if mode == "mixed" else "none")
+    if mode == "residual_promoted":
+        operator = {"name": mode, **RESIDUAL}
+    else:
+        symmetry = ({"mode": "mixed", "generators": ["Tx", "Ty", "R"], "gamma": 0.1, "update_epochs": [4, 8, 12, 16]}
+                    if mode == "mixed" else "none")
+        operator = {"name": mode, "kind": "fno", "symmetry": symmetry,
+                    "options": {"n_modes": [12, 12], "hidden_channels": 24, "n_layers": 4}}
     return ExperimentConfig.from_dict({
         "dataset": {"generate": {"solver": solver, "samples": args.samples, "resolution": args.resolution,
                                  "params": params}},
         "task": {"inputs": fields, "outputs": fields},
-        "operators": [{"name": mode, "kind": "fno", "symmetry": symmetry,
-                       "options": {"n_modes": [12, 12], "hidden_channels": 24, "n_layers": 4}}],
+        "operators": [operator],
         "training": {"epochs": args.epochs, "batch_size": 16, "optimizer": {"lr": 3e-3}, "device": "cpu"},
         "experiment": {"name": name, "out": str(args.work)},
     }, name)
@@ -70,14 +85,19 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--operator", choices=("fno", "residual_promoted"), default="fno",
+                        help="what to train and discover on (fno: unconstrained FNO with its grid embedding)")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES), metavar="CASE",
+                        help=f"datasets (default: all of {', '.join(CASES)})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     args.out.mkdir(parents=True, exist_ok=True)
 
     results = {}
-    for name, (solver, params, fields, expected) in CASES.items():
-        run = trained(config(name, solver, params, fields, "fno", args), args.work / name / "fno")
+    for name in args.cases:
+        solver, params, fields, expected = CASES[name]
+        run = trained(config(name, solver, params, fields, args.operator, args), args.work / name / args.operator)
         result, _ = discover_run(run, samples=16, candidates="se2", out=run)
         metrics = load_checkpoint(run / "last.pt")["best"]
         row = {"expected": expected, "found": result.symmetries, "singular_values": result.singular_values,
@@ -85,7 +105,7 @@ def main(argv=None) -> None:
                "discrete": result.discrete_errors, "column_norms": result.column_norms,
                "accuracy_floor": result.accuracy_floor, "threshold": result.threshold, "rule": result.rule,
                "valid_rel_l2": float(metrics["valid"]) if isinstance(metrics, dict) else metrics}
-        if solver == "buoyancy":
+        if solver == "buoyancy" and args.operator == "fno":
             mixed = trained(config(name, solver, params, fields, "mixed", args), args.work / name / "mixed")
             row["mixed_levels"] = load_checkpoint(mixed / "last.pt")["penalty"]["strengths"]
         results[name] = row
@@ -93,11 +113,11 @@ def main(argv=None) -> None:
 
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     (args.out / "results.md").write_text(markdown(results, args))
-    plot(results, args.out / "spectra.png")
+    plot(results, args.out / "spectra.png", args.operator)
 
 
 def markdown(results, args) -> str:
-    lines = [f"Command: `.venv/bin/python experiments/discover_datasets.py --epochs {args.epochs} "
+    lines = [f"Command: `.venv/bin/python experiments/discover_datasets.py --operator {args.operator} --epochs {args.epochs} "
              f"--samples {args.samples} --resolution {args.resolution}`", "",
              "| dataset | valid rel. L2 | singular values (se2) | accuracy floor | threshold | found | expected | "
              "r1 err | flip_x err | R column | mixed levels Tx/Ty/R |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -112,7 +132,7 @@ def markdown(results, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results, path: Path) -> None:
+def plot(results, path: Path, operator: str = "fno") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,7 +147,7 @@ def plot(results, path: Path) -> None:
         ax.plot([i - 0.25, i + 0.25], [r["threshold"]] * 2, "-", color="tab:red")
     ax.set_xticks(range(len(results)), list(results), rotation=25, ha="right")
     ax.set_ylabel("singular values of M (relative)\nx = discretisation floor, bar = threshold")
-    ax.set_title("Lie-derivative spectra of trained FNOs over Tx, Ty, R")
+    ax.set_title(f"Lie-derivative spectra of trained operators ({operator}) over Tx, Ty, R")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -21,9 +21,10 @@ What is reported, and why:
   :data:`MIN_GAP` (10x), and otherwise at 3x the floor — without a clear gap, only singular values
   indistinguishable from discretisation error are called symmetries;
 - *localised inputs* for rotations and dilations on a periodic box (:func:`fieldsym.lie.localize`): the
-  inputs' fluctuations times a centred Gaussian, so ``xi.u`` has no jump at the seam for a non-local
-  operator to spread (on raw Navier-Stokes vorticity an exactly rotation-equivariant SteerableFNO
-  shows a rotation singular value of 0.03; on the localised fields 0.004, with translations at 0.002);
+  inputs' fluctuations times a centred smooth bump that is 0 near the seam, so ``xi.u`` has no jump
+  there for a non-local operator to spread (on raw Navier-Stokes vorticity an exactly
+  rotation-equivariant SteerableFNO shows a rotation singular value of 0.03; on the localised fields
+  0.006, with translations at 0.002);
 - the *accuracy floor* of a trained operator (with ``targets``): it reproduces a symmetry of its data
   only as well as it fits the data. Its error field ``E = F(u) - y`` moves under ``xi`` by ``xi.E``, which
   an equivariant truth does not explain, so a symmetric-data Lie derivative of about

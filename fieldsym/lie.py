@@ -22,7 +22,7 @@ the interior; see :meth:`fieldsym.grid.Grid.window`). Windowing the *output* is 
 non-local operator (an FNO): ``xi.u`` of a field that fills the box jumps at the seam, and the operator
 spreads that jump over the whole output. :func:`localize` makes inputs that vanish near the seam (an
 exactly rotation-equivariant SteerableFNO shows a rotation error of 0.03 on raw Navier-Stokes
-vorticity and 0.004 on the same fields localised). Errors reported (DESIGN.md section 1):
+vorticity and 0.006 on the same fields localised). Errors reported (DESIGN.md section 1):
 
 - continuous, per generator: ``||L_xi F(u)|| / (||DF(u)[xi.u]|| + ||xi.F(u)||)``;
 - discrete, per group element: ``||F(g.u) - g.F(u)|| / ||F(u)||``.
