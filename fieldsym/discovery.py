@@ -136,6 +136,7 @@ def discover(operator, inputs: torch.Tensor, in_type: FieldType | str, out_type:
     std = _bootstrap_std(M, inputs.shape[0], bootstrap, seed)
     thr, gap, rule = _choose_threshold(s, floor, threshold, max(accuracy.values(), default=None))
     null = V[:, s < thr]
+    column_norms = M.norm(dim=0)
     return Discovery(
         candidates=names,
         singular_values=s.tolist(),
@@ -144,9 +145,9 @@ def discover(operator, inputs: torch.Tensor, in_type: FieldType | str, out_type:
         floor=floor.tolist(),
         threshold=thr,
         gap=gap,
-        symmetries=name_subspace(null, names),
+        symmetries=name_null_space(null, names, column_norms < thr),
         sweep=threshold_sweep(s),
-        column_norms={n: float(c) for n, c in zip(names, M.norm(dim=0))},
+        column_norms={n: float(c) for n, c in zip(names, column_norms)},
         discrete_errors=_discrete(operator, inputs, in_type, out_type, grid) if discrete else {},
         localized=localized,
         accuracy_floor=accuracy,
@@ -277,6 +278,27 @@ def name_combination(v: Sequence[float], names: Sequence[str], digits: int = 2, 
         sign = "-" if c < 0 else "+"
         text += (f"{c:.{digits}f} " if j == 0 else f" {sign} {abs(c):.{digits}f} ") + names[i]
     return text
+
+
+def name_null_space(null: torch.Tensor, names: Sequence[str], alone: torch.Tensor) -> list[str]:
+    """Names for the null space ``null`` ``(k, d)`` (raw units): first every candidate that is a symmetry
+    *alone* (``alone[j]``: its own column of ``M`` is below the threshold) as ``1.00 X``, then the rest of
+    the space, with those coordinates removed, in reduced row-echelon form.
+
+    Without the first step a null space that holds ``Tx, Ty, R`` and an amplitude scaling, where the
+    small but non-zero correlations of the columns tilt the singular vectors, reads ``0.96 Tx + 0.27 A``,
+    ``0.45 Ty - 0.89 A``, ...: true, but not what a user asks.
+    """
+    d = null.shape[1] if null.numel() else 0
+    single = [j for j in range(len(names)) if bool(alone[j])]
+    if len(single) > d:  # individually small columns that do not add up to independent symmetries
+        return name_subspace(null, names)
+    rest = null.clone()
+    rest[single] = 0
+    if rest.numel():
+        U, sv, _ = torch.linalg.svd(rest, full_matrices=False)
+        rest = U[:, : d - len(single)] if d > len(single) else U[:, :0]
+    return [f"1.00 {names[j]}" for j in single] + name_subspace(rest, names)
 
 
 def name_subspace(basis: torch.Tensor, names: Sequence[str], tol: float = 1e-6) -> list[str]:

@@ -140,3 +140,23 @@ def test_accuracy_floor_is_the_error_fields_motion_and_sets_the_threshold():
     assert "1.00 Tx" not in plain.symmetries and plain.threshold < noisy.threshold, plain.table()
     with pytest.raises(ValueError, match="one output per input"):
         discover(heat, FULL, "s:scalar", "s:scalar", GRID, candidates="se2", targets=targets[:2])
+
+
+def test_null_space_names_single_generators_first_then_the_rest():
+    from fieldsym.discovery import name_null_space
+
+    names = ["Tx", "Ty", "S", "A"]
+    # span{Tx, Ty, S - A} written in a tilted basis, as an SVD returns it
+    basis = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, -1.0]])
+    tilt = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+    tilted = basis.double() @ tilt
+    alone = torch.tensor([True, True, False, False])
+    assert name_null_space(tilted, names, alone) == ["1.00 Tx", "1.00 Ty", "0.71 S - 0.71 A"]
+    # Approximate null vectors lean towards S: row-echelon names carry the lean, single names do not.
+    leaning = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, -0.2], [0.0, 0.0]], dtype=torch.float64) @ tilt[:2, :2]
+    assert name_subspace(leaning, names) == ["0.96 Tx + 0.29 S", "0.98 Ty - 0.20 S"]
+    assert name_null_space(leaning, names, torch.tensor([True, True, False, False])) == ["1.00 Tx", "1.00 Ty"]
+    # More single candidates than null dimensions: no claim for each, the plain row-echelon names.
+    assert name_null_space(tilted[:, :1], names, torch.tensor([True, True, True, False])) == \
+        name_subspace(tilted[:, :1], names)
+    assert name_null_space(torch.zeros(4, 0), names, torch.zeros(4, dtype=torch.bool)) == []
