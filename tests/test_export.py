@@ -370,3 +370,20 @@ def test_a_moved_data_file_is_asked_for_and_can_be_given(tmp_path):
         export_run(run, "safetensors")
     card = load_export(export_run(run, "safetensors", data=moved)).card
     assert card["data"]["file"] == str(moved) and card["data"]["pde"] == "test_pde"
+
+
+def test_old_torch_export_failure_names_the_torch_version(runs, tmp_path, monkeypatch):
+    """torch 2.11's torch.export cannot prove the dynamic batch of the spectral layers (seen on the lent
+    GPU machine); the error must say so and name the ways out, and leave nothing behind."""
+    import fieldsym.export.exporter as exporter
+
+    def old_torch_export(*args, **kwargs):
+        raise RuntimeError("Constraints violated (batch)! For more information, run with TORCH_LOGS=\"+dynamic\".")
+
+    monkeypatch.setattr(exporter, "write_pt2", old_torch_export)
+    monkeypatch.setattr(exporter.torch, "__version__", "2.11.0+cu130")
+    out = tmp_path / "old"
+    with pytest.raises(ExportError, match=r"torch 2\.11\.0\+cu130 cannot prove the dynamic batch .*upgrade torch, "
+                                          r"or use --format safetensors"):
+        export_run(runs["fno"], "pt2", out)
+    assert not out.exists() or not any(out.iterdir())
