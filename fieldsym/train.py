@@ -403,7 +403,8 @@ def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, 
         logger.info("%d ranks: RNGs re-seeded per rank from (seed, rank, epoch), not restored", ddp.world_size)
     else:
         restore_rng(state["rng"])
-    logger.info("resuming %s from epoch %d (step %d)", out_dir, state["epoch"], state["step"])
+    logger.info("resuming %s after epoch %d (step %d): next is epoch %d", out_dir, state["epoch"], state["step"],
+                state["epoch"] + 1)
     best = {"epoch": state["best"]["epoch"], "valid": state["best"]["valid"]}
     return state["epoch"], state["step"], best, list(state["metrics"])
 
