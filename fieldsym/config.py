@@ -600,9 +600,10 @@ def build_model(op: OperatorConfig, in_type: FieldType, out_type: FieldType,
     periodicity from ``grid`` unless ``options`` set ``periodic``.
     """
     from fieldsym.models import build_operator  # neuralop is slow to import; only runs that build need it
+    from fieldsym.models.build import CENTRED_KINDS
 
     options = dict(op.options)
-    if op.kind in ("gfno", "steerable", "averaged", "residual") and grid is not None:
+    if op.kind in CENTRED_KINDS and grid is not None:
         options.setdefault("periodic", grid.periodic)
     try:
         return build_operator(op.kind, in_type, out_type, **options)

@@ -34,6 +34,7 @@ from fieldsym.export.formats import (CARD, FORMATS, INPUT_NAME, MODEL_FILES, REC
 from fieldsym.export.layers import LatticeMove
 from fieldsym.export.source import ExportError, Run, find_checkpoint, load_run, sha256_file
 from fieldsym.models import GroupAveraged, GroupFNO, ResidualPathway, SteerableFNO, count_parameters
+from fieldsym.models.build import CENTRED_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ def _compare(loaded, eager, inputs: torch.Tensor, out: Path) -> dict[str, Any]:
 def _recipe(run: Run) -> dict[str, Any]:
     """What :func:`fieldsym.export.load_safetensors` needs to rebuild the operator."""
     options = dict(run.operator.options)
-    if run.operator.kind in ("gfno", "steerable", "averaged", "residual"):  # as config.build_model does
+    if run.operator.kind in CENTRED_KINDS:  # as config.build_model does
         options.setdefault("periodic", list(run.grid.periodic))
     return {"format": "fieldsym-safetensors", "version": 1, "kind": run.operator.kind,
             "in_type": str(run.in_type), "out_type": str(run.out_type), "options": options}

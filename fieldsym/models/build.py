@@ -21,6 +21,10 @@ from fieldsym.models.steerable import SteerableFNO
 
 _CONSTRUCTORS = {"fno": FieldFNO, "gfno": GroupFNO, "steerable": SteerableFNO}
 KINDS = (*_CONSTRUCTORS, "averaged", "residual")
+# Kinds equivariant about the grid's centre: they take the data's periodicity as ``periodic`` (the
+# residual kind hands it to its equivariant part).
+EQUIVARIANT_KINDS = ("gfno", "steerable", "averaged")
+CENTRED_KINDS = (*EQUIVARIANT_KINDS, "residual")
 
 
 def build_operator(kind: str, in_type: FieldType | str, out_type: FieldType | str, **options) -> nn.Module:
@@ -45,7 +49,7 @@ def build_operator(kind: str, in_type: FieldType | str, out_type: FieldType | st
 def _residual(in_type, out_type, equivariant: dict | None = None, free: dict | None = None, gate: float = 1.0,
               periodic: tuple[bool, bool] | None = None) -> ResidualPathway:
     parts = {}
-    for role, spec, allowed in (("equivariant", equivariant, ("gfno", "steerable", "averaged")),
+    for role, spec, allowed in (("equivariant", equivariant, EQUIVARIANT_KINDS),
                                 ("free", free, ("fno",))):
         if not isinstance(spec, dict) or spec.get("kind") not in allowed:
             raise ValueError(f"residual: {role} must be a mapping with kind one of {', '.join(allowed)} and that "
