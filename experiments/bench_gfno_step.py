@@ -69,15 +69,28 @@ def step_fn(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor):
     return step
 
 
-def add_compile_argument(parser: argparse.ArgumentParser) -> None:
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every step benchmark shares (this one and ``bench_steerable.py``)."""
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast forward (CUDA)")
     parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                         help="torch.compile every model (MODE: default, reduce-overhead, max-autotune); the "
                              "warm-up steps include the compilation")
 
 
-def use_compile(mode: str | None) -> None:
-    global COMPILE
-    COMPILE = mode
+def setup(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the shared options; the seeded input and target ``(BATCH, 2, GRID, GRID)`` on the device."""
+    global AMP, COMPILE
+    AMP, COMPILE = args.amp, args.compile
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    u = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
+    target = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
+    return u, target
 
 
 def timed(step, device: str) -> float:
@@ -107,24 +120,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    add_step_arguments(parser)
     parser.add_argument("--groups", default="C4,D4")
     parser.add_argument("--gfno-ratio", type=float, default=2.0,
                         help="GroupFNO lifting and projection channel ratio (the FNO's is 2)")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast forward (CUDA)")
-    add_compile_argument(parser)
     args = parser.parse_args()
-    global AMP
-    AMP = args.amp
-    use_compile(args.compile)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    u = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
-    target = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
+    u, target = setup(args)
     reference = fno(WIDTH).to(args.device)
     n_ref = count_parameters(reference)
     print(f"device={args.device} amp={AMP} compile={COMPILE} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")

@@ -28,7 +28,7 @@ import argparse
 
 import torch
 
-from bench_gfno_step import add_compile_argument, median_step_ms, use_compile  # the GroupFNO benchmark's step
+from bench_gfno_step import add_step_arguments, median_step_ms, setup  # the GroupFNO benchmark's step
 from fieldsym.models import FieldFNO, SteerableFNO, count_parameters
 
 FIELD = "v:vector"
@@ -48,18 +48,9 @@ def matched_steerable(target: int) -> SteerableFNO:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
-    add_compile_argument(parser)
+    add_step_arguments(parser)
     args = parser.parse_args()
-    use_compile(args.compile)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    u = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
-    target = torch.randn(BATCH, 2, GRID, GRID, device=args.device)
+    u, target = setup(args)
     reference = FieldFNO(FIELD, FIELD, n_modes=(N_MODES, N_MODES), hidden_channels=WIDTH, n_layers=LAYERS)
     models = {
         "fno": reference,
@@ -68,7 +59,7 @@ def main() -> None:
     }
     models = {name: model.to(args.device) for name, model in models.items()}
     ms = median_step_ms(models, u, target, args.device, args.warmup, args.steps)
-    print(f"device={args.device} compile={args.compile} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
+    print(f"device={args.device} amp={args.amp} compile={args.compile} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
     for name, model in models.items():
         channels = model.hidden_irreps.num_channels if isinstance(model, SteerableFNO) else WIDTH
         print(f"{name:17s} {channels:4d} hidden channels {count_parameters(model):8d} params "
