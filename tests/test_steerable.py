@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fieldsym.constraints import Irreps, irrep_drho
+from fieldsym.constraints import Irreps, irrep_dim, irrep_drho
 from fieldsym.grid import Grid
 from fieldsym.groups import R
 from fieldsym.lie import lie_derivative_errors
@@ -110,3 +110,82 @@ def test_hidden_irreps_that_cannot_reach_an_output_field_are_refused():
     with pytest.raises(ValueError, match="cannot reach the output irreps 0-"):
         SteerableFNO("v:vector", "w:pseudoscalar", group="O2", hidden_irreps="4x0 + 4x1 + 2x2", n_modes=6,
                      n_layers=1)
+
+
+def test_kernel_assembly_matches_blockwise_reference():
+    """``kernel()`` (one embedding bag over shared profile rows) against a plain loop that writes each
+    weight's block in place: every weight lands in its own block, real or imaginary by parity."""
+    torch.manual_seed(1)
+    conv = SteerableSpectralConv("2x0 + 1x0- + 2x1 + 1x2", "1x0 + 2x1 + 1x2", K=3, group="O2").double()
+    out_sl, in_sl = conv.irreps_out.slices(), conv.irreps_in.slices()
+    ref = torch.zeros(conv.irreps_out.num_channels, conv.irreps_in.num_channels, 7, 4, 2, dtype=torch.float64)
+    for (a, b, odd), w in zip(conv.pairs, conv.weights):
+        (m_a, la), (m_b, lb) = conv.irreps_out.blocks[a], conv.irreps_in.blocks[b]
+        basis = getattr(conv, f"basis_{a}_{b}_{int(odd)}")  # (q, o, c, y, x)
+        d_a, d_b = irrep_dim(la), irrep_dim(lb)
+        for i in range(m_a):
+            for j in range(m_b):
+                rows = slice(out_sl[a].start + i * d_a, out_sl[a].start + (i + 1) * d_a)
+                cols = slice(in_sl[b].start + j * d_b, in_sl[b].start + (j + 1) * d_b)
+                ref[rows, cols, ..., int(odd)] += torch.einsum("q,qocyx->ocyx", w[i, j].detach(), basis)
+    assert {odd for _, _, odd in conv.pairs} == {False, True}
+    with torch.no_grad():
+        torch.testing.assert_close(conv.kernel(), torch.view_as_complex(ref), atol=1e-14, rtol=0)
+    # and its gradient: d/dw of <kernel, G> is the reference's
+    G = torch.randn(*ref.shape, dtype=torch.float64)
+    (torch.view_as_real(conv.kernel()) * G).sum().backward()
+    for (a, b, odd), w in zip(conv.pairs, conv.weights):
+        (m_a, la), (m_b, lb) = conv.irreps_out.blocks[a], conv.irreps_in.blocks[b]
+        basis = getattr(conv, f"basis_{a}_{b}_{int(odd)}")
+        d_a, d_b = irrep_dim(la), irrep_dim(lb)
+        g = G[out_sl[a], in_sl[b], ..., int(odd)].reshape(m_a, d_a, m_b, d_b, 7, 4)
+        torch.testing.assert_close(w.grad, torch.einsum("iojcyx,qocyx->ijq", g, basis), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("group", ["SO2", "O2"])
+def test_linear_matrix_matches_blockwise_reference(group):
+    """``SteerableLinear.matrix()`` (one gather) against ``sum_n w[i, j, n] B_n`` written block by block."""
+    from fieldsym.constraints import channel_basis
+
+    torch.manual_seed(2)
+    layer = SteerableLinear("2x0 + 1x0- + 3x1 + 1x2", "1x0 + 2x0- + 2x1 + 2x2", group).double()
+    out_sl, in_sl = layer.irreps_out.slices(), layer.irreps_in.slices()
+    ref = torch.zeros(layer.irreps_out.num_channels, layer.irreps_in.num_channels, dtype=torch.float64)
+    for (a, b), w in zip(layer.pairs, layer.weights):
+        (m_a, la), (m_b, lb) = layer.irreps_out.blocks[a], layer.irreps_in.blocks[b]
+        basis = channel_basis(la, lb, group).basis.double()
+        d_a, d_b = irrep_dim(la), irrep_dim(lb)
+        for i in range(m_a):
+            for j in range(m_b):
+                rows = slice(out_sl[a].start + i * d_a, out_sl[a].start + (i + 1) * d_a)
+                cols = slice(in_sl[b].start + j * d_b, in_sl[b].start + (j + 1) * d_b)
+                ref[rows, cols] = torch.einsum("n,noc->oc", w[i, j].detach(), basis)
+    assert len(layer.pairs) >= 4  # the test covers several connected block pairs
+    with torch.no_grad():
+        torch.testing.assert_close(layer.matrix(), ref, atol=1e-15, rtol=0)
+    # scalar -> vector has no equivariant channel map: the matrix is zero
+    empty = SteerableLinear("2x0", "1x1", group)
+    assert not len(empty.weights) and empty.matrix().abs().max() == 0
+
+
+def test_norm_activation_matches_per_copy_formula():
+    """Runs of blocks gated together give the per-copy ``u sigmoid(|u|_eps + b)`` with each copy's bias."""
+    torch.manual_seed(3)
+    irreps = Irreps.parse("2x0 + 1x0- + 2x1 + 1x2 + 1x0")
+    act = NormActivation(irreps).double()
+    with torch.no_grad():
+        for p in act.parameters():
+            p.normal_()
+    x = torch.randn(2, irreps.num_channels, 3, 4, dtype=torch.float64)
+    biases = iter(torch.cat([b.detach() for b in act.biases]))
+    parts = []
+    for sl, (m, label) in zip(irreps.slices(), irreps.blocks):
+        for copy in range(m):
+            d = irrep_dim(label)
+            u = x[:, sl.start + copy * d : sl.start + (copy + 1) * d]
+            if label == "0":
+                parts.append(torch.nn.functional.gelu(u))
+            else:
+                norm = torch.sqrt((u**2).sum(1, keepdim=True) + 1e-6)
+                parts.append(u * torch.sigmoid(norm + next(biases)))
+    torch.testing.assert_close(act(x), torch.cat(parts, 1), atol=1e-14, rtol=0)

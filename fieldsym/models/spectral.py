@@ -49,14 +49,15 @@ def rfft2_modes(u: torch.Tensor, ky_max: int, kx_max: int) -> torch.Tensor:
     """``(..., H, W)`` real -> ``(..., 2 ky_max + 1, kx_max + 1)`` complex coefficients ``c(k_y, k_x)``."""
     H, W = u.shape[-2:]
     _check_modes(H, W, ky_max, kx_max)
-    cos_x, sin_x = _phases(W, torch.arange(kx_max + 1), u.dtype, u.device)  # (kx, W)
+    to_x, to_y, _, _ = _dft_matrices(H, W, ky_max, kx_max, u.dtype, u.device)
     # Along x: one real matmul against [cos | -sin] / W over all rows of all channels.
-    along_x = u @ (torch.cat([cos_x, -sin_x]).T / W)  # (..., H, 2 (kx+1))
+    along_x = u @ to_x  # (..., H, 2 (kx+1))
     along_x = torch.complex(along_x[..., : kx_max + 1], along_x[..., kx_max + 1 :])
-    cos_y, sin_y = _phases(H, torch.arange(-ky_max, ky_max + 1), u.dtype, u.device)  # (ky, H)
-    to_y = torch.complex(cos_y, -sin_y).T / H  # (H, ky)
-    # Along y on the kept columns: (..., kx, H) @ (H, ky) -> (..., kx, ky).
-    return (along_x.transpose(-1, -2) @ to_y).transpose(-1, -2)
+    # Along y on the kept columns: (N kx, H) @ (H, ky), one 2-d matmul (a batched complex matmul
+    # against a broadcast matrix loops over the batch in its backward pass on CPU).
+    lead = along_x.shape[:-2]
+    rows = along_x.transpose(-1, -2).reshape(-1, H)
+    return (rows @ to_y).reshape(*lead, kx_max + 1, 2 * ky_max + 1).transpose(-1, -2)
 
 
 @_full_precision
@@ -64,15 +65,35 @@ def irfft2_modes(c: torch.Tensor, H: int, W: int) -> torch.Tensor:
     """``(..., 2 ky_max + 1, kx_max + 1)`` complex -> ``(..., H, W)`` real; inverts :func:`rfft2_modes`."""
     ky_max, kx_max = (c.shape[-2] - 1) // 2, c.shape[-1] - 1
     _check_modes(H, W, ky_max, kx_max)
-    real = c.real.dtype
-    cos_y, sin_y = _phases(H, torch.arange(-ky_max, ky_max + 1), real, c.device)  # (ky, H)
+    _, _, from_y, from_x = _dft_matrices(H, W, ky_max, kx_max, c.real.dtype, c.device)
+    lead = c.shape[:-2]
+    rows = c.transpose(-1, -2).reshape(-1, 2 * ky_max + 1)  # (N kx, ky), as in rfft2_modes
+    along_y = (rows @ from_y).reshape(*lead, kx_max + 1, H).transpose(-1, -2)  # (..., H, kx)
+    return torch.cat([along_y.real, along_y.imag], dim=-1) @ from_x
+
+
+def _dft_matrices(H: int, W: int, ky_max: int, kx_max: int, dtype, device):
+    """``(to_x, to_y, from_y, from_x)`` for :func:`rfft2_modes` / :func:`irfft2_modes`, cached per size,
+    dtype and device (forming them is a dozen small ops per call, which a GPU step pays in launches);
+    rebuilt inside ``torch.compile``, which folds them into constants itself."""
+    if torch.compiler.is_compiling():
+        return _build_dft_matrices(H, W, ky_max, kx_max, dtype, device)
+    return _cached_dft_matrices(H, W, ky_max, kx_max, dtype, torch.device(device))
+
+
+def _build_dft_matrices(H: int, W: int, ky_max: int, kx_max: int, dtype, device):
+    cos_x, sin_x = _phases(W, torch.arange(kx_max + 1), dtype, device)  # (kx, W)
+    to_x = torch.cat([cos_x, -sin_x]).T / W  # (W, 2 (kx+1))
+    cos_y, sin_y = _phases(H, torch.arange(-ky_max, ky_max + 1), dtype, device)  # (ky, H)
+    to_y = torch.complex(cos_y, -sin_y).T / H  # (H, ky)
     from_y = torch.complex(cos_y, sin_y)  # (ky, H)
-    along_y = (c.transpose(-1, -2) @ from_y).transpose(-1, -2)  # (..., H, kx)
-    cos_x, sin_x = _phases(W, torch.arange(kx_max + 1), real, c.device)  # (kx, W)
-    weight = torch.full((kx_max + 1, 1), 2.0, dtype=real, device=c.device)
+    weight = torch.full((kx_max + 1, 1), 2.0, dtype=dtype, device=device)
     weight[0] = 1.0
-    to_x = torch.cat([weight * cos_x, -weight * sin_x])  # (2 (kx+1), W)
-    return torch.cat([along_y.real, along_y.imag], dim=-1) @ to_x
+    from_x = torch.cat([weight * cos_x, -weight * sin_x])  # (2 (kx+1), W)
+    return to_x, to_y, from_y, from_x
+
+
+_cached_dft_matrices = functools.lru_cache(maxsize=64)(_build_dft_matrices)
 
 
 def _phases(n: int, k: torch.Tensor, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:

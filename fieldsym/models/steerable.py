@@ -65,6 +65,11 @@ class SteerableLinear(nn.Module):
     Block ``(out a, in b)`` of the matrix is ``sum_n w[i, j, n] B_n`` with ``B_n`` from
     :func:`~fieldsym.constraints.channel_basis`; a bias only on invariant blocks (``"0"``, and ``"0-"``
     under SO(2)).
+
+    The matrix is rebuilt every step as one gather from the concatenated weights: entry ``e`` of the
+    flattened matrix is ``sum_t coef[e, t] w_flat[src[e, t]]`` (at most a few terms, since the basis
+    elements are sparse: ``I`` and ``J`` for vector pairs). A handful of ops whatever the number of
+    blocks, where a matmul per block pair costs a dozen ops each (a GPU step pays per op).
     """
 
     def __init__(self, irreps_in: Irreps | str, irreps_out: Irreps | str, group: str = "SO2", bias: bool = True):
@@ -74,14 +79,40 @@ class SteerableLinear(nn.Module):
         self.pairs: list[tuple[int, int]] = []
         self.weights = nn.ParameterList()
         std = 1 / math.sqrt(self.irreps_in.num_channels)
+        out_sl, in_sl = self.irreps_out.slices(), self.irreps_in.slices()
+        n_in = self.irreps_in.num_channels
+        entries, sources, coefs, offset = [], [], [], 0
         for a, (m_a, la) in enumerate(self.irreps_out.blocks):
             for b, (m_b, lb) in enumerate(self.irreps_in.blocks):
                 basis = channel_basis(la, lb, group).basis  # (n, d_a, d_b)
                 if basis.shape[0] == 0:
                     continue
-                self.register_buffer(f"basis_{a}_{b}", basis, persistent=False)
                 self.pairs.append((a, b))
                 self.weights.append(nn.Parameter(std * torch.randn(m_a, m_b, basis.shape[0])))
+                n, d_a, d_b = basis.shape
+                # i/j = out/in copy, k = basis element, o/c = out/in component
+                i, j, k, o, c = torch.meshgrid(*(torch.arange(s) for s in (m_a, m_b, n, d_a, d_b)), indexing="ij")
+                coef = basis[k, o, c]
+                keep = coef != 0
+                row, col = out_sl[a].start + i * d_a + o, in_sl[b].start + j * d_b + c
+                entries.append((row * n_in + col)[keep])
+                sources.append((offset + (i * m_b + j) * n + k)[keep])
+                coefs.append(coef[keep])
+                offset += m_a * m_b * n
+        size = self.irreps_out.num_channels * n_in
+        entry = torch.cat(entries) if entries else torch.zeros(0, dtype=torch.long)
+        order = torch.argsort(entry, stable=True)
+        entry = entry[order]
+        counts = torch.bincount(entry, minlength=size)
+        slot = torch.arange(len(entry)) - (torch.cumsum(counts, 0) - counts)[entry]  # rank within its entry
+        terms = max(int(counts.max()) if size else 0, 1)
+        src = torch.zeros(size, terms, dtype=torch.long)
+        table = torch.zeros(size, terms, dtype=torch.float64)
+        if len(entry):
+            src[entry, slot] = torch.cat(sources)[order]
+            table[entry, slot] = torch.cat(coefs)[order].to(torch.float64)
+        self.register_buffer("gather_src", src, persistent=False)
+        self.register_buffer("gather_coef", table, persistent=False)
         invariant = ("0",) if group == "O2" else ("0", "0-")
         mask = torch.zeros(self.irreps_out.num_channels)
         for sl, _, label in _blocks(self.irreps_out):
@@ -92,28 +123,25 @@ class SteerableLinear(nn.Module):
 
     def matrix(self) -> torch.Tensor:
         """``(C_out, C_in)``."""
-        out_sl, in_sl = self.irreps_out.slices(), self.irreps_in.slices()
-        ref = self.weights[0] if len(self.weights) else self.bias_mask
-        M = ref.new_zeros(self.irreps_out.num_channels, self.irreps_in.num_channels)
-        for (a, b), w in zip(self.pairs, self.weights):
-            basis = getattr(self, f"basis_{a}_{b}")
-            # i=out copy, j=in copy, n=basis, o=out component, c=in component
-            block = torch.einsum("ijn,noc->iojc", w, basis.to(w.dtype))
-            M[out_sl[a], in_sl[b]] = block.reshape(M[out_sl[a], in_sl[b]].shape)
-        return M
+        shape = (self.irreps_out.num_channels, self.irreps_in.num_channels)
+        if not len(self.weights):
+            return self.bias_mask.new_zeros(shape)
+        w = torch.cat([w.flatten() for w in self.weights]) if len(self.weights) > 1 else self.weights[0].flatten()
+        return (w[self.gather_src] * self.gather_coef.to(w.dtype)).sum(-1).reshape(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.einsum("oc,bchw->bohw", self.matrix().to(x.dtype), x)  # o=out, c=in channel
-        if self.bias is not None:
-            out = out + (self.bias * self.bias_mask).to(x.dtype)[:, None, None]
-        return out
+        bias = None if self.bias is None else (self.bias * self.bias_mask).to(x.dtype)
+        return F.conv2d(x, self.matrix().to(x.dtype)[:, :, None, None], bias)  # a 1x1 convolution
 
     def extra_repr(self) -> str:
         return f"'{self.irreps_in}' -> '{self.irreps_out}', group={self.group}"
 
 
 class NormActivation(nn.Module):
-    """GELU on ``"0"`` blocks; ``u sigmoid(sqrt(|u|^2 + eps^2) + b)`` per copy on the others."""
+    """GELU on ``"0"`` blocks; ``u sigmoid(sqrt(|u|^2 + eps^2) + b)`` per copy on the others.
+
+    Neighbouring blocks of the same dimension are gated together (``"8x1 + 4x2"`` is one run of 12
+    two-component copies): one set of ops per run instead of per block."""
 
     def __init__(self, irreps: Irreps | str):
         super().__init__()
@@ -121,19 +149,34 @@ class NormActivation(nn.Module):
         self.biases = nn.ParameterList(
             nn.Parameter(torch.zeros(m)) for _, m, label in _blocks(self.irreps) if label != "0"
         )
+        # runs: [start, stop, d (0 for GELU), copies, indices into self.biases]
+        self._runs: list[list] = []
+        gated = 0
+        for sl, m, label in _blocks(self.irreps):
+            d = 0 if label == "0" else irrep_dim(label)
+            if self._runs and self._runs[-1][2] == d and self._runs[-1][1] == sl.start:
+                run = self._runs[-1]
+                run[1], run[3] = sl.stop, run[3] + m
+            else:
+                run = [sl.start, sl.stop, d, m, []]
+                self._runs.append(run)
+            if d:
+                run[4].append(gated)
+                gated += 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts, gated = [], iter(self.biases)
-        for sl, m, label in _blocks(self.irreps):
-            u = x[:, sl]
-            if label == "0":
+        parts = []
+        for start, stop, d, m, gates in self._runs:
+            u = x[:, start:stop]
+            if d == 0:
                 parts.append(F.gelu(u))
                 continue
-            b, d = next(gated), irrep_dim(label)
+            biases = [self.biases[i] for i in gates]
+            b = torch.cat(biases) if len(biases) > 1 else biases[0]
             u = u.reshape(u.shape[0], m, d, *u.shape[-2:])
             norm = torch.sqrt(u.pow(2).sum(2, keepdim=True) + NORM_EPS**2)
             parts.append((u * torch.sigmoid(norm + b.to(x.dtype)[:, None, None, None])).flatten(1, 2))
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
 def radial_profiles(rho: torch.Tensor, K: int, n_radial: int) -> torch.Tensor:
@@ -171,6 +214,9 @@ class SteerableSpectralConv(nn.Module):
         self.pairs: list[tuple[int, int, bool]] = []
         self.weights = nn.ParameterList()
         fan_in = self.irreps_in.num_channels * n_radial
+        out_sl, in_sl = self.irreps_out.slices(), self.irreps_in.slices()
+        n_in, Y, X = self.irreps_in.num_channels, 2 * K + 1, K + 1
+        profiles, entries, rows, sources, offset = [], [], [], [], 0
         for a, (m_a, la) in enumerate(self.irreps_out.blocks):
             for b, (m_b, lb) in enumerate(self.irreps_in.blocks):
                 ns, orders = spectral_basis(la, lb, L, group)
@@ -185,25 +231,47 @@ class SteerableSpectralConv(nn.Module):
                     # n=basis, r=radial, o/c=components, y/x=wave numbers -> (n r, o, c, y, x)
                     kern = torch.einsum("noyxc,nyx,ryx->nrocyx", angular, onset, radial)
                     kern = kern.reshape(-1, *kern.shape[2:])
-                    self.register_buffer(f"kernel_{a}_{b}_{int(odd)}", kern, persistent=False)
+                    self.register_buffer(f"basis_{a}_{b}_{int(odd)}", kern, persistent=False)
                     self.pairs.append((a, b, odd))
                     self.weights.append(nn.Parameter(torch.randn(m_a, m_b, kern.shape[0]) / math.sqrt(fan_in)))
+                    # One profile row per (basis element q, out component o, in component c) that is not
+                    # zero, real or imaginary part by parity; every (i, j) copy pair reuses it.
+                    q, d_a, d_b = kern.shape[:3]
+                    row = torch.zeros(q, d_a, d_b, Y, X, 2, dtype=torch.float64)
+                    row[..., int(odd)] = kern
+                    nonzero = row.flatten(3).abs().amax(-1) > 0  # (q, o, c)
+                    row_id = torch.full((q, d_a, d_b), -1, dtype=torch.long)
+                    row_id[nonzero] = sum(len(p) for p in profiles) + torch.arange(int(nonzero.sum()))
+                    profiles.append(row[nonzero].flatten(1))
+                    # i/j = out/in copy, k = basis element, o/c = out/in component
+                    i, j, k, o, c = torch.meshgrid(*(torch.arange(s) for s in (m_a, m_b, q, d_a, d_b)), indexing="ij")
+                    used = nonzero[k, o, c]
+                    out_ch, in_ch = out_sl[a].start + i * d_a + o, in_sl[b].start + j * d_b + c
+                    entries.append((out_ch * n_in + in_ch)[used])
+                    rows.append(row_id[k, o, c][used])
+                    sources.append((offset + (i * m_b + j) * q + k)[used])
+                    offset += m_a * m_b * q
+        # W(k) flattened to (C_out C_in, 2K+1, K+1, 2) is an embedding bag: entry e sums profile rows
+        # bag_rows[e's bag] weighted by the weights bag_src[e's bag] (one op; see kernel()).
+        entry = torch.cat(entries)
+        order = torch.argsort(entry, stable=True)
+        counts = torch.bincount(entry, minlength=self.irreps_out.num_channels * n_in)
+        self.register_buffer("profiles", torch.cat(profiles), persistent=False)
+        self.register_buffer("bag_rows", torch.cat(rows)[order], persistent=False)
+        self.register_buffer("bag_src", torch.cat(sources)[order], persistent=False)
+        self.register_buffer("bag_offsets", torch.cumsum(counts, 0) - counts, persistent=False)
 
     def kernel(self) -> torch.Tensor:
-        """``W(k)``: ``(C_out, C_in, 2K+1, K+1)`` complex, rows ``k_y = -K..K``, columns ``k_x = 0..K``."""
-        out_sl, in_sl = self.irreps_out.slices(), self.irreps_in.slices()
-        shape = (self.irreps_out.num_channels, self.irreps_in.num_channels, 2 * self.K + 1, self.K + 1)
-        ref = self.weights[0]
-        re, im = ref.new_zeros(shape), ref.new_zeros(shape)
-        for (a, b, odd), w in zip(self.pairs, self.weights):
-            kern = getattr(self, f"kernel_{a}_{b}_{int(odd)}").to(w.dtype)
-            # i=out copy, j=in copy, q=basis x radial, o/c=components, y/x=wave numbers
-            block = torch.einsum("ijq,qocyx->iojcyx", w, kern)
-            target = im if odd else re
-            target[out_sl[a], in_sl[b]] = target[out_sl[a], in_sl[b]] + block.reshape(
-                target[out_sl[a], in_sl[b]].shape
-            )
-        return torch.complex(re, im)
+        """``W(k)``: ``(C_out, C_in, 2K+1, K+1)`` complex, rows ``k_y = -K..K``, columns ``k_x = 0..K``.
+
+        Built as one ``embedding_bag`` (a weighted sum of shared profile rows per kernel entry) from the
+        concatenated weights: the kernel is rebuilt every training step, and on a GPU its cost is the
+        number of ops (a matmul per irrep-block pair cost ~150 ops with their backward, this ~15)."""
+        w = torch.cat([w.flatten() for w in self.weights]) if len(self.weights) > 1 else self.weights[0].flatten()
+        flat = F.embedding_bag(self.bag_rows, self.profiles.to(w.dtype), self.bag_offsets, mode="sum",
+                               per_sample_weights=w[self.bag_src])
+        shape = (self.irreps_out.num_channels, self.irreps_in.num_channels, 2 * self.K + 1, self.K + 1, 2)
+        return torch.view_as_complex(flat.reshape(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
