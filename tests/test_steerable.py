@@ -189,3 +189,35 @@ def test_norm_activation_matches_per_copy_formula():
                 norm = torch.sqrt((u**2).sum(1, keepdim=True) + 1e-6)
                 parts.append(u * torch.sigmoid(norm + next(biases)))
     torch.testing.assert_close(act(x), torch.cat(parts, 1), atol=1e-14, rtol=0)
+
+
+def test_jvp_and_its_weight_gradient_pass_through_the_kernel():
+    """The Lie-derivative penalties take ``torch.func.jvp`` of the operator and differentiate the tangent
+    with respect to the weights: both must pass through the kernel's embedding bag (a plain
+    ``embedding_bag`` with trainable per-sample weights fails under ``torch.func.jvp``)."""
+    torch.manual_seed(0)
+    model = SteerableFNO("v:vector", "v:vector", hidden_irreps="2x0 + 2x1 + 1x2", n_modes=8, n_layers=2,
+                         positional_embedding=True).double()
+    u, v = torch.randn(2, 2, 16, 16, dtype=torch.float64), torch.randn(2, 2, 16, 16, dtype=torch.float64)
+    _, tangent = torch.func.jvp(model, (u,), (v,))
+    eps = 1e-6
+    with torch.no_grad():
+        central = (model(u + eps * v) - model(u - eps * v)) / (2 * eps)
+    torch.testing.assert_close(tangent, central, atol=1e-8, rtol=0)
+
+    def loss():
+        return torch.func.jvp(model, (u,), (v,))[1].pow(2).sum()
+
+    loss().backward()
+    conv = model.convs[1]  # its vector -> vector block (scalars out of the last layer never reach a vector output)
+    weight = conv.weights[conv.pairs.index((1, 1, False))]
+    assert weight.grad is not None and weight.grad.abs().max() > 0
+    with torch.no_grad():
+        step = torch.zeros_like(weight)
+        step.view(-1)[0] = 1e-6
+        weight += step
+        plus = loss()
+        weight -= 2 * step
+        minus = loss()
+        weight += step
+    torch.testing.assert_close(weight.grad.view(-1)[0], (plus - minus) / 2e-6, rtol=1e-5, atol=1e-9)

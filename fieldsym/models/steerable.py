@@ -193,6 +193,40 @@ def radial_profiles(rho: torch.Tensor, K: int, n_radial: int) -> torch.Tensor:
     return bumps * taper
 
 
+class _ProfileBag(torch.autograd.Function):
+    """``out[e] = sum_{n in bag e} w[src[n]] profiles[rows[n]]`` (linear in ``w``) as one embedding bag.
+
+    Its own autograd.Function because ``torch.func.jvp`` (the Lie-derivative penalties) cannot pass through
+    ``embedding_bag`` when its per-sample weights require a gradient (it tries to make its integer outputs
+    dual). Backward re-runs the bag for the per-sample-weight gradient and scatters it onto ``w``; the
+    forward-mode rule is the same linear bag applied to the tangent of ``w``."""
+
+    @staticmethod
+    def forward(w, profiles, rows, offsets, src):
+        return F.embedding_bag(rows, profiles, offsets, mode="sum", per_sample_weights=w[src])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        w, profiles, rows, offsets, src = inputs
+        ctx.save_for_backward(profiles, rows, offsets, src)
+        ctx.save_for_forward(profiles, rows, offsets, src)
+        ctx.size = w.numel()
+
+    @staticmethod
+    def backward(ctx, grad):
+        profiles, rows, offsets, src = ctx.saved_tensors
+        with torch.enable_grad():
+            per_sample = torch.zeros(src.numel(), dtype=grad.dtype, device=grad.device, requires_grad=True)
+            out = F.embedding_bag(rows, profiles.detach(), offsets, mode="sum", per_sample_weights=per_sample)
+            (g,) = torch.autograd.grad(out, per_sample, grad)
+        return grad.new_zeros(ctx.size).index_add_(0, src, g), None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, w_tangent, *_):
+        profiles, rows, offsets, src = ctx.saved_tensors
+        return F.embedding_bag(rows, profiles, offsets, mode="sum", per_sample_weights=w_tangent[src])
+
+
 class SteerableSpectralConv(nn.Module):
     """Spectral convolution ``(b, C_in, H, W) -> (b, C_out, H, W)`` with the steerable kernel ``W(k)``
     of the module docstring on the disc ``|k| <= K`` (``K < min(H, W) / 2``)."""
@@ -268,8 +302,7 @@ class SteerableSpectralConv(nn.Module):
         concatenated weights: the kernel is rebuilt every training step, and on a GPU its cost is the
         number of ops (a matmul per irrep-block pair cost ~150 ops with their backward, this ~15)."""
         w = torch.cat([w.flatten() for w in self.weights]) if len(self.weights) > 1 else self.weights[0].flatten()
-        flat = F.embedding_bag(self.bag_rows, self.profiles.to(w.dtype), self.bag_offsets, mode="sum",
-                               per_sample_weights=w[self.bag_src])
+        flat = _ProfileBag.apply(w, self.profiles.to(w.dtype), self.bag_rows, self.bag_offsets, self.bag_src)
         shape = (self.irreps_out.num_channels, self.irreps_in.num_channels, 2 * self.K + 1, self.K + 1, 2)
         return torch.view_as_complex(flat.reshape(shape))
 
