@@ -23,10 +23,11 @@ def small(in_type, out_type, group, **kw):
     return SteerableFNO(in_type, out_type, group=group, hidden_irreps=HIDDEN, n_modes=8, n_layers=2, **kw)
 
 
+@pytest.mark.parametrize("activation", ["norm", "gate"])
 @pytest.mark.parametrize("in_type, out_type", COMBOS)
 @pytest.mark.parametrize("group, lattice", [("SO2", "C4"), ("O2", "D4")])
-def test_exact_lattice_equivariance(in_type, out_type, group, lattice):
-    assert_equivariant(small(in_type, out_type, group), in_type, out_type, lattice)
+def test_exact_lattice_equivariance(in_type, out_type, group, lattice, activation):
+    assert_equivariant(small(in_type, out_type, group, activation=activation), in_type, out_type, lattice)
 
 
 @pytest.mark.parametrize("size", [16, 17])
@@ -221,3 +222,36 @@ def test_jvp_and_its_weight_gradient_pass_through_the_kernel():
         minus = loss()
         weight += step
     torch.testing.assert_close(weight.grad.view(-1)[0], (plus - minus) / 2e-6, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("group", ["SO2", "O2"])
+def test_gate_activation_commutes_with_any_rotation_and_lets_scalars_reach_vectors(group):
+    """GateActivation: each non-scalar copy times sigmoid of its own gate; equivariant under any rotation
+    (and the reflection for O2); and, unlike the norm gate, scalars in the input change the vectors."""
+    from fieldsym.models.steerable import GateActivation
+
+    irreps = Irreps.parse("2x0 + 1x0- + 2x1 + 1x2")
+    act = GateActivation(irreps)
+    assert act.n_gates == 4 and act.input_irreps.num_channels == irreps.num_channels + 4
+    layer = SteerableLinear("3x0 + 2x1", act.input_irreps, group).double()
+    x = torch.randn(2, 3 + 4, 5, 6, dtype=torch.float64)
+    phi = 0.83
+    rin, rout = block_rotation(Irreps.parse("3x0 + 2x1"), phi), block_rotation(irreps, phi)
+    lhs = act(layer(torch.einsum("oc,bchw->bohw", rin, x)))
+    rhs = torch.einsum("oc,bchw->bohw", rout, act(layer(x)))
+    torch.testing.assert_close(lhs, rhs, atol=1e-12, rtol=0)
+    # per copy: u * sigmoid(gate k) for the k-th non-scalar copy, GELU on the "0" channels
+    y = torch.randn(2, act.input_irreps.num_channels, 3, 3, dtype=torch.float64)
+    gates = torch.sigmoid(y[:, 9:])
+    expected = torch.cat([torch.nn.functional.gelu(y[:, :2]), y[:, 2:3] * gates[:, 0:1], y[:, 3:5] * gates[:, 1:2],
+                          y[:, 5:7] * gates[:, 2:3], y[:, 7:9] * gates[:, 3:4]], 1)
+    torch.testing.assert_close(act(y), expected, atol=0, rtol=0)
+    # scalars reach the vector output pointwise through the gates (the norm gate cannot do this)
+    y2 = y.clone()
+    y2[:, 9:] += 1.0
+    assert (act(y2)[:, 3:5] - act(y)[:, 3:5]).abs().max() > 1e-3
+
+
+def test_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation must be 'norm' or 'gate'"):
+        SteerableFNO("s:scalar", "s:scalar", activation="relu")

@@ -44,7 +44,7 @@ from fieldsym.export.realspectral import RealSpectralConv
 from fieldsym.fields import FieldType
 from fieldsym.models import FieldFNO, GroupAveraged, GroupFNO, ResidualPathway, SteerableFNO
 from fieldsym.models.gfno import _grid as grid_coordinates
-from fieldsym.models.steerable import SteerableLinear
+from fieldsym.models.steerable import NormActivation, SteerableLinear
 
 
 class BakeError(ValueError):
@@ -221,7 +221,8 @@ class BakedSteerableFNO(nn.Module):
     ``proj_out(gate(proj_in(h)))``. Each :class:`SteerableLinear` is a ``1x1`` convolution with its
     matrix ``sum_n w_n B_n`` and its bias on the invariant blocks; each spectral convolution is a
     :class:`RealSpectralConv` holding ``W(k)`` sampled on the ``(2K+1) x (K+1)`` lattice block (zero
-    outside the disc, where the radial taper vanishes); each ``NormActivation`` a :class:`NormGate`.
+    outside the disc, where the radial taper vanishes); each ``NormActivation`` a :class:`NormGate`, each
+    ``GateActivation`` (whole-tensor ops already) kept.
     """
 
     def __init__(self, model: SteerableFNO, grid: tuple[int, int] | None) -> None:
@@ -235,9 +236,9 @@ class BakedSteerableFNO(nn.Module):
             RealSpectralConv(_clip(conv.kernel().permute(2, 3, 1, 0), conv.K, grid), None) for conv in model.convs
         )
         self.skips = nn.ModuleList(_steerable(s) for s in model.skips)
-        self.acts = nn.ModuleList(NormGate(a) for a in model.acts)
+        self.acts = nn.ModuleList(_activation(a) for a in model.acts)
         self.proj_in = _steerable(model.proj_in)
-        self.proj_act = NormGate(model.proj_act)
+        self.proj_act = _activation(model.proj_act)
         self.proj_out = _steerable(model.proj_out)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -252,6 +253,11 @@ class BakedSteerableFNO(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_type='{self.in_type}', out_type='{self.out_type}', group={self.group} (baked)"
+
+
+def _activation(act: nn.Module) -> nn.Module:
+    """A ``NormActivation`` as a :class:`NormGate`; a ``GateActivation`` (already whole-tensor ops) as itself."""
+    return NormGate(act) if isinstance(act, NormActivation) else copy.deepcopy(act)
 
 
 def _steerable(layer: SteerableLinear) -> nn.Conv2d:

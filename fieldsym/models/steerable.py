@@ -130,8 +130,12 @@ class SteerableLinear(nn.Module):
         return (w[self.gather_src] * self.gather_coef.to(w.dtype)).sum(-1).reshape(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else (self.bias * self.bias_mask).to(x.dtype)
-        return F.conv2d(x, self.matrix().to(x.dtype)[:, :, None, None], bias)  # a 1x1 convolution
+        # A batched matmul. (With a 1x1 convolution here and the one-op kernel, the 240-channel step on
+        # an H200 took 52 ms against 41 ms before both changes; which of the two is not isolated.)
+        out = torch.einsum("oc,bchw->bohw", self.matrix().to(x.dtype), x)  # o=out, c=in channel
+        if self.bias is not None:
+            out = out + (self.bias * self.bias_mask).to(x.dtype)[:, None, None]
+        return out
 
     def extra_repr(self) -> str:
         return f"'{self.irreps_in}' -> '{self.irreps_out}', group={self.group}"
@@ -177,6 +181,46 @@ class NormActivation(nn.Module):
             norm = torch.sqrt(u.pow(2).sum(2, keepdim=True) + NORM_EPS**2)
             parts.append((u * torch.sigmoid(norm + b.to(x.dtype)[:, None, None, None])).flatten(1, 2))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+
+
+class GateActivation(nn.Module):
+    """Gated nonlinearity (Weiler et al. 2018, escnn's ``GatedNonLinearity1``): GELU on ``"0"`` blocks;
+    every other irrep copy times ``sigmoid`` of its own gate scalar.
+
+    ``(b, C + n_gates, H, W) -> (b, C, H, W)``: the input is the feature ``irreps`` followed by one true
+    scalar per non-``"0"`` copy, in order. A gate is invariant, so the product transforms as the copy
+    (a pseudoscalar stays pseudoscalar under O(2)). Unlike the norm gate it lets scalars act on vectors
+    pointwise: with norm gates, information passes between irrep frequencies only through the
+    spectral convolutions, so the projection MLP treats each frequency on its own.
+    """
+
+    def __init__(self, irreps: Irreps | str):
+        super().__init__()
+        self.irreps = Irreps.parse(irreps)
+        # per channel: is it a "0" channel; which gate drives it (gate k: the k-th non-"0" copy)
+        scalar, gate_of, k = [], [], 0
+        for _, m, label in _blocks(self.irreps):
+            d = irrep_dim(label)
+            for _copy in range(m):
+                scalar += [label == "0"] * d
+                gate_of += [0] * d if label == "0" else [k] * d
+                k += label != "0"
+        self.n_gates = k
+        self.register_buffer("scalar", torch.tensor(scalar)[:, None, None], persistent=False)
+        self.register_buffer("gate_of", torch.tensor(gate_of, dtype=torch.long), persistent=False)
+
+    @property
+    def input_irreps(self) -> Irreps:
+        """The feature irreps followed by the gate scalars."""
+        return Irreps((*self.irreps.blocks, (self.n_gates, "0"))) if self.n_gates else self.irreps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        C = self.irreps.num_channels
+        h = x[:, :C]
+        if not self.n_gates:
+            return F.gelu(h)
+        gates = torch.sigmoid(x[:, C:]).index_select(1, self.gate_of)
+        return torch.where(self.scalar, F.gelu(h), h * gates)
 
 
 def radial_profiles(rho: torch.Tensor, K: int, n_radial: int) -> torch.Tensor:
@@ -302,7 +346,12 @@ class SteerableSpectralConv(nn.Module):
         concatenated weights: the kernel is rebuilt every training step, and on a GPU its cost is the
         number of ops (a matmul per irrep-block pair cost ~150 ops with their backward, this ~15)."""
         w = torch.cat([w.flatten() for w in self.weights]) if len(self.weights) > 1 else self.weights[0].flatten()
-        flat = _ProfileBag.apply(w, self.profiles.to(w.dtype), self.bag_rows, self.bag_offsets, self.bag_src)
+        profiles = self.profiles.to(w.dtype)
+        if torch.compiler.is_compiling():  # traced: the plain op (the autograd.Function would break the graph)
+            flat = F.embedding_bag(self.bag_rows, profiles, self.bag_offsets, mode="sum",
+                                   per_sample_weights=w[self.bag_src])
+        else:
+            flat = _ProfileBag.apply(w, profiles, self.bag_rows, self.bag_offsets, self.bag_src)
         shape = (self.irreps_out.num_channels, self.irreps_in.num_channels, 2 * self.K + 1, self.K + 1, 2)
         return torch.view_as_complex(flat.reshape(shape))
 
@@ -347,9 +396,12 @@ class SteerableFNO(nn.Module):
     ``n_radial``: radial profiles per angular basis element. ``positional_embedding``: append the
     distance to the grid centre (invariant under every rotation and reflection about it) as a scalar
     input, for forcings with the group's symmetry that are fixed in space; it breaks translations.
-    ``periodic``: ``(y, x)``, where the centre of that embedding lies.
+    ``periodic``: ``(y, x)``, where the centre of that embedding lies. ``activation``: ``"norm"``
+    (:class:`NormActivation`, each copy gated by its own norm) or ``"gate"`` (:class:`GateActivation`:
+    the layer before each nonlinearity also outputs one scalar gate per non-scalar copy, so scalars
+    modulate vectors pointwise; more parameters for the same hidden irreps).
 
-    Layers: ``lift -> [spectral conv + pointwise skip, NormActivation] * n_layers -> NormActivation
+    Layers: ``lift -> [spectral conv + pointwise skip, activation] * n_layers -> activation
     between two pointwise maps -> out``; the last layer has no activation after it (as neuralop's FNO).
     """
 
@@ -364,8 +416,11 @@ class SteerableFNO(nn.Module):
         n_radial: int = 3,
         positional_embedding: bool = False,
         periodic: tuple[bool, bool] = (True, True),
+        activation: str = "norm",
     ) -> None:
         super().__init__()
+        if activation not in ("norm", "gate"):
+            raise ValueError(f"SteerableFNO: activation must be 'norm' or 'gate', got {activation!r}")
         if group not in ("SO2", "O2"):
             raise ValueError(f"SteerableFNO: group must be 'SO2' or 'O2', got {group!r} (for C4/D4 use GroupFNO)")
         if not isinstance(n_modes, int) or n_modes < 2 or n_layers < 1:
@@ -385,11 +440,16 @@ class SteerableFNO(nn.Module):
             in_irreps = Irreps((*in_irreps.blocks, (1, "0")))
         K = n_modes // 2
         self.lift = SteerableLinear(in_irreps, hidden, group)
-        self.convs = nn.ModuleList(SteerableSpectralConv(hidden, hidden, K, group, n_radial) for _ in range(n_layers))
-        self.skips = nn.ModuleList(SteerableLinear(hidden, hidden, group) for _ in range(n_layers))
-        self.acts = nn.ModuleList(NormActivation(hidden) for _ in range(n_layers - 1))
-        self.proj_act = NormActivation(hidden)
-        self.proj_in = SteerableLinear(hidden, hidden, group)
+        self.activation = activation
+        act = NormActivation if activation == "norm" else GateActivation
+        # what a layer feeding an activation outputs: the hidden irreps, plus the gates for "gate"
+        gated = hidden if activation == "norm" else GateActivation(hidden).input_irreps
+        widths = [gated] * (n_layers - 1) + [hidden]
+        self.convs = nn.ModuleList(SteerableSpectralConv(hidden, w, K, group, n_radial) for w in widths)
+        self.skips = nn.ModuleList(SteerableLinear(hidden, w, group) for w in widths)
+        self.acts = nn.ModuleList(act(hidden) for _ in range(n_layers - 1))
+        self.proj_act = act(hidden)
+        self.proj_in = SteerableLinear(hidden, gated, group)
         self.proj_out = SteerableLinear(hidden, Irreps.from_field_type(self.out_type), group)
         # The last map is pointwise: an output irrep that no hidden irrep maps to would always be zero.
         reached = {a for a, _ in self.proj_out.pairs}
@@ -416,5 +476,5 @@ class SteerableFNO(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_type='{self.in_type}', out_type='{self.out_type}', group={self.group}, "
-            f"hidden_irreps='{self.hidden_irreps}', n_modes={self.n_modes}"
+            f"hidden_irreps='{self.hidden_irreps}', n_modes={self.n_modes}, activation={self.activation}"
         )
