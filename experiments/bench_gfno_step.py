@@ -27,6 +27,7 @@ import statistics
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from fieldsym.models import FieldFNO, GroupFNO, count_parameters
 
@@ -53,9 +54,10 @@ AMP = False  # bf16 autocast around the forward pass (--amp; what training on a 
 COMPILE: str | None = None  # torch.compile mode for every model (--compile), e.g. "default", "reduce-overhead"
 
 
-def step_fn(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor):
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    forward = torch.compile(model, mode=COMPILE) if COMPILE else model
+def step_fn(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor, compiled: bool = True,
+            foreach: bool | None = None):
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=foreach)
+    forward = torch.compile(model, mode=COMPILE) if COMPILE and compiled else model
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -114,6 +116,30 @@ def median_step_ms(models: dict[str, torch.nn.Module], u, target, device: str, w
             if i >= warmup:
                 times[name].append(t)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the ATen ops that reach the kernels (after autograd), forward and backward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_step(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor) -> int:
+    """ATen ops in one eager training step (forward, loss, backward, Adam update), after one warm-up step.
+
+    A GPU step of these small operators is bound by kernel launches and the Python that issues them, so
+    this count, the same on every machine, predicts the GPU cost where the CPU's timing cannot."""
+    step = step_fn(model, u, target, compiled=False, foreach=True)  # Adam's multi-tensor update, as on a GPU
+    step()
+    with _CountOps() as counter:
+        step()
+    return counter.count
 
 
 def main() -> None:

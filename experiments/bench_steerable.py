@@ -28,22 +28,22 @@ import argparse
 
 import torch
 
-from bench_gfno_step import add_step_arguments, median_step_ms, setup  # the GroupFNO benchmark's step
+from bench_gfno_step import add_step_arguments, median_step_ms, ops_per_step, setup  # the GroupFNO benchmark's step
 from fieldsym.models import FieldFNO, SteerableFNO, count_parameters
 
 FIELD = "v:vector"
 N_MODES, BATCH, GRID, LAYERS, WIDTH = 12, 16, 64, 4, 32
 
 
-def steerable(t: int) -> SteerableFNO:
+def steerable(t: int, activation: str = "norm") -> SteerableFNO:
     irreps = f"{2 * t}x0 + {t}x1 + {max(1, t // 2)}x2"
-    return SteerableFNO(FIELD, FIELD, "SO2", irreps, N_MODES, n_layers=LAYERS)
+    return SteerableFNO(FIELD, FIELD, "SO2", irreps, N_MODES, n_layers=LAYERS, activation=activation)
 
 
-def matched_steerable(target: int) -> SteerableFNO:
+def matched_steerable(target: int, activation: str = "norm") -> SteerableFNO:
     """The SteerableFNO of the family whose parameter count is closest to ``target``."""
-    counts = {t: count_parameters(steerable(t)) for t in range(2, 80, 2)}
-    return steerable(min(counts, key=lambda t: abs(counts[t] - target)))
+    counts = {t: count_parameters(steerable(t, activation)) for t in range(2, 80, 2)}
+    return steerable(min(counts, key=lambda t: abs(counts[t] - target)), activation)
 
 
 def main() -> None:
@@ -56,14 +56,17 @@ def main() -> None:
         "fno": reference,
         "steerable_params": matched_steerable(count_parameters(reference)),
         "steerable_width": steerable(6),
+        "gated_params": matched_steerable(count_parameters(reference), "gate"),
     }
     models = {name: model.to(args.device) for name, model in models.items()}
+    ops = {name: ops_per_step(model, u, target) for name, model in models.items()}
     ms = median_step_ms(models, u, target, args.device, args.warmup, args.steps)
     print(f"device={args.device} amp={args.amp} compile={args.compile} threads={torch.get_num_threads()} batch={BATCH} grid={GRID}x{GRID}")
     for name, model in models.items():
         channels = model.hidden_irreps.num_channels if isinstance(model, SteerableFNO) else WIDTH
         print(f"{name:17s} {channels:4d} hidden channels {count_parameters(model):8d} params "
-              f"{ms[name]:7.0f} ms/step  x{ms[name] / ms['fno']:.2f}")
+              f"{ms[name]:7.0f} ms/step  x{ms[name] / ms['fno']:.2f}   {ops[name]:5d} ATen ops/step  "
+              f"x{ops[name] / ops['fno']:.2f}")
 
 
 if __name__ == "__main__":
