@@ -255,3 +255,15 @@ def test_gate_activation_commutes_with_any_rotation_and_lets_scalars_reach_vecto
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="activation must be 'norm' or 'gate'"):
         SteerableFNO("s:scalar", "s:scalar", activation="relu")
+
+
+def test_channel_map_as_convolution_and_as_matmul_agree():
+    """The CPU path (1x1 convolution) and the GPU path (broadcast matmul) of SteerableLinear are one map."""
+    from fieldsym.models.steerable import channel_map
+
+    M, x, b = (torch.randn(5, 3, dtype=torch.float64), torch.randn(2, 3, 4, 6, dtype=torch.float64),
+               torch.randn(5, dtype=torch.float64))
+    expected = torch.einsum("oc,bchw->bohw", M, x) + b[:, None, None]
+    for conv in (True, False):
+        torch.testing.assert_close(channel_map(M, x, b, conv), expected, atol=1e-14, rtol=0)
+        torch.testing.assert_close(channel_map(M, x, None, conv), expected - b[:, None, None], atol=1e-14, rtol=0)

@@ -59,6 +59,19 @@ def _blocks(irreps: Irreps):
     return [(sl, m, label) for sl, (m, label) in zip(irreps.slices(), irreps.blocks)]
 
 
+def channel_map(M: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, conv: bool) -> torch.Tensor:
+    """``(b, C_in, H, W) -> (b, C_out, H, W)``: ``M x + bias`` at every point.
+
+    ``conv``: as a 1x1 convolution (oneDNN on CPU: 1.3-1.7x faster than the matmul there), else as one
+    broadcast matmul (cuBLAS on a GPU; with the 1x1 convolution and the one-op kernel together the
+    240-channel steerable step on an H200 took 52 ms against 41 ms before, which of the two not isolated).
+    """
+    if conv:
+        return F.conv2d(x, M[:, :, None, None], bias)
+    out = (M @ x.flatten(2)).unflatten(2, x.shape[2:])  # (o, c) @ (b, c, h w)
+    return out if bias is None else out + bias[:, None, None]
+
+
 class SteerableLinear(nn.Module):
     """Pointwise equivariant channel map ``(b, C_in, H, W) -> (b, C_out, H, W)``.
 
@@ -130,12 +143,8 @@ class SteerableLinear(nn.Module):
         return (w[self.gather_src] * self.gather_coef.to(w.dtype)).sum(-1).reshape(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A batched matmul. (With a 1x1 convolution here and the one-op kernel, the 240-channel step on
-        # an H200 took 52 ms against 41 ms before both changes; which of the two is not isolated.)
-        out = (self.matrix().to(x.dtype) @ x.flatten(2)).unflatten(2, x.shape[2:])  # (o, c) @ (b, c, h w)
-        if self.bias is not None:
-            out = out + (self.bias * self.bias_mask).to(x.dtype)[:, None, None]
-        return out
+        bias = None if self.bias is None else (self.bias * self.bias_mask).to(x.dtype)
+        return channel_map(self.matrix().to(x.dtype), x, bias, conv=x.device.type == "cpu")
 
     def extra_repr(self) -> str:
         return f"'{self.irreps_in}' -> '{self.irreps_out}', group={self.group}"
