@@ -214,11 +214,12 @@ def test_safetensors_rebuilds_the_constrained_operator(name, kind, runs, exports
 
 
 BAKED = {
-    "steerable_so2": ("steerable", {"group": "SO2", "n_modes": 6, "n_layers": 2, "hidden_irreps": "4x0 + 2x1 + 1x2"},
+    "steerable_so2": ("steerable", {"group": "SO2", "n_modes": 6, "n_layers": 2, "hidden_irreps": "4x0 + 2x1 + 1x2",
+                                    "activation": "norm"},
                       "C4"),
     "steerable_o2_embedded": ("steerable", {"group": "O2", "n_modes": 6, "n_layers": 3, "positional_embedding": True,
                                             "hidden_irreps": "3x0 + 2x0- + 2x1 + 1x2"}, "D4"),
-    "steerable_o2_gated": ("steerable", {"group": "O2", "n_modes": 6, "n_layers": 2, "activation": "gate",
+    "steerable_o2_gated": ("steerable", {"group": "O2", "n_modes": 6, "n_layers": 2,
                                          "hidden_irreps": "2x0 + 1x0- + 2x1 + 1x2"}, "D4"),
     "averaged_gfno": ("averaged", {"inner": "gfno", "group_elements": "D4", "group": "C4", "n_modes": 6,
                                    "hidden_channels": 2, "n_layers": 2}, "D4"),

@@ -39,7 +39,7 @@ from neuralop.layers.embeddings import GridEmbedding2D, GridEmbeddingND
 from torch import nn
 
 from fieldsym.data.normalization import FieldNormalizer
-from fieldsym.export.layers import GridEmbedding, LatticeMove, NormGate, RadialEmbedding, pointwise
+from fieldsym.export.layers import Gate, GridEmbedding, LatticeMove, NormGate, RadialEmbedding, pointwise
 from fieldsym.export.realspectral import RealSpectralConv
 from fieldsym.fields import FieldType
 from fieldsym.models import FieldFNO, GroupAveraged, GroupFNO, ResidualPathway, SteerableFNO
@@ -222,7 +222,7 @@ class BakedSteerableFNO(nn.Module):
     matrix ``sum_n w_n B_n`` and its bias on the invariant blocks; each spectral convolution is a
     :class:`RealSpectralConv` holding ``W(k)`` sampled on the ``(2K+1) x (K+1)`` lattice block (zero
     outside the disc, where the radial taper vanishes); each ``NormActivation`` a :class:`NormGate`, each
-    ``GateActivation`` (whole-tensor ops already) kept.
+    ``GateActivation`` a :class:`Gate`.
     """
 
     def __init__(self, model: SteerableFNO, grid: tuple[int, int] | None) -> None:
@@ -256,8 +256,8 @@ class BakedSteerableFNO(nn.Module):
 
 
 def _activation(act: nn.Module) -> nn.Module:
-    """A ``NormActivation`` as a :class:`NormGate`; a ``GateActivation`` (already whole-tensor ops) as itself."""
-    return NormGate(act) if isinstance(act, NormActivation) else copy.deepcopy(act)
+    """A ``NormActivation`` as a :class:`NormGate`, a ``GateActivation`` as a :class:`Gate`."""
+    return NormGate(act) if isinstance(act, NormActivation) else Gate(act)
 
 
 def _steerable(layer: SteerableLinear) -> nn.Conv2d:

@@ -10,6 +10,8 @@ eager operator's exact lattice equivariance.
 - :func:`pointwise`: an ``(out, in)`` matrix as a ``1x1`` convolution;
 - :class:`GridEmbedding`: neuralop's grid coordinates without its resolution cache;
 - :class:`RadialEmbedding`: ``SteerableFNO``'s distance to the grid centre;
+- :class:`Gate`: ``SteerableFNO``'s :class:`~fieldsym.models.steerable.GateActivation`, gates spread by a
+  ``1x1`` convolution;
 - :class:`NormGate`: ``SteerableFNO``'s :class:`~fieldsym.models.steerable.NormActivation` on all
   channels at once;
 - :class:`LatticeMove`: a lattice symmetry ``g.u`` as flips, a transpose and a roll (``GroupAveraged``).
@@ -24,7 +26,7 @@ from torch import nn
 from fieldsym.constraints import irrep_dim
 from fieldsym.fields import FieldType
 from fieldsym.groups import GroupElement
-from fieldsym.models.steerable import NORM_EPS, NormActivation, radial_embedding
+from fieldsym.models.steerable import NORM_EPS, GateActivation, NormActivation, radial_embedding
 
 
 def pointwise(matrix: torch.Tensor, bias: torch.Tensor | None) -> nn.Conv2d:
@@ -116,6 +118,30 @@ class NormGate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = torch.sqrt(F.conv2d(x * x, self.same_copy.to(x.dtype)) + NORM_EPS**2)
         return torch.where(self.scalar, F.gelu(x), x * torch.sigmoid(norm + self.bias.to(x.dtype)))
+
+
+class Gate(nn.Module):
+    """:class:`~fieldsym.models.steerable.GateActivation` without an index op: each copy's gate is spread
+    over its components by a ``1x1`` convolution with a 0/1 matrix (one 1 per row, so the sum is the gate
+    exactly), then ``GELU`` on the ``"0"`` channels and ``u sigmoid(gate)`` on the others."""
+
+    def __init__(self, act: GateActivation) -> None:
+        super().__init__()
+        C, n = act.irreps.num_channels, act.n_gates
+        spread = torch.zeros(C, max(n, 1))
+        if n:
+            spread[torch.arange(C), act.gate_of] = 1.0
+        spread[act.scalar.flatten()] = 0.0
+        self.channels, self.n_gates = C, n
+        self.register_buffer("spread", spread[:, :, None, None].clone())
+        self.register_buffer("scalar", act.scalar.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x[:, : self.channels]
+        if not self.n_gates:
+            return F.gelu(h)
+        gates = F.conv2d(torch.sigmoid(x[:, self.channels :]), self.spread.to(x.dtype))
+        return torch.where(self.scalar, F.gelu(h), h * gates)
 
 
 class LatticeMove(nn.Module):

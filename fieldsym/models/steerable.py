@@ -425,7 +425,7 @@ class SteerableFNO(nn.Module):
         n_radial: int = 3,
         positional_embedding: bool = False,
         periodic: tuple[bool, bool] = (True, True),
-        activation: str = "norm",
+        activation: str = "gate",
     ) -> None:
         super().__init__()
         if activation not in ("norm", "gate"):
