@@ -44,7 +44,7 @@ from fieldsym.export.realspectral import RealSpectralConv
 from fieldsym.fields import FieldType
 from fieldsym.models import FieldFNO, GroupAveraged, GroupFNO, ResidualPathway, SteerableFNO
 from fieldsym.models.gfno import _grid as grid_coordinates
-from fieldsym.models.steerable import NormActivation, SteerableLinear
+from fieldsym.models.steerable import NormActivation, SteerableLinear, steerable_layers
 
 
 class BakeError(ValueError):
@@ -244,12 +244,7 @@ class BakedSteerableFNO(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self.embedding is not None:
             u = self.embedding(u)
-        h = self.lift(u)
-        for i, (conv, skip) in enumerate(zip(self.convs, self.skips)):
-            h = conv(h) + skip(h)
-            if i < len(self.acts):
-                h = self.acts[i](h)
-        return self.proj_out(self.proj_act(self.proj_in(h)))
+        return steerable_layers(self, u)
 
     def extra_repr(self) -> str:
         return f"in_type='{self.in_type}', out_type='{self.out_type}', group={self.group} (baked)"

@@ -475,15 +475,21 @@ class SteerableFNO(nn.Module):
         if self.positional_embedding:
             r = radial_embedding(u.shape[-2], u.shape[-1], self.periodic, u.dtype, u.device)
             u = torch.cat([u, r.expand(u.shape[0], 1, -1, -1)], dim=1)
-        h = self.lift(u)
-        for i, (conv, skip) in enumerate(zip(self.convs, self.skips)):
-            h = conv(h) + skip(h)
-            if i < len(self.acts):
-                h = self.acts[i](h)
-        return self.proj_out(self.proj_act(self.proj_in(h)))
+        return steerable_layers(self, u)
 
     def extra_repr(self) -> str:
         return (
             f"in_type='{self.in_type}', out_type='{self.out_type}', group={self.group}, "
             f"hidden_irreps='{self.hidden_irreps}', n_modes={self.n_modes}, activation={self.activation}"
         )
+
+
+def steerable_layers(net: nn.Module, u: torch.Tensor) -> torch.Tensor:
+    """``lift -> [conv + skip, activation] * n_layers -> proj_out(proj_act(proj_in(.)))`` on any module
+    with :class:`SteerableFNO`'s layer attributes: the eager model and its baked export share it."""
+    h = net.lift(u)
+    for i, (conv, skip) in enumerate(zip(net.convs, net.skips)):
+        h = conv(h) + skip(h)
+        if i < len(net.acts):
+            h = net.acts[i](h)
+    return net.proj_out(net.proj_act(net.proj_in(h)))
