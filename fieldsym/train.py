@@ -175,8 +175,7 @@ def fit(
     device, amp = resolve_device(training)
     model.to(device)
     operator = NormalizedOperator(model, *normalizers)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=training.optimizer.lr,
-                                  weight_decay=training.optimizer.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, training.optimizer.weight_decay), lr=training.optimizer.lr)
     scheduler = make_scheduler(optimizer, training)
     loss_fn = make_loss(training.loss, periodic)
     epoch, step, best, metrics = _start(out_dir, resume, training.seed, model, optimizer, scheduler, penalty,
@@ -328,6 +327,14 @@ def resolve_device(training: TrainingConfig) -> tuple[torch.device, bool]:
     return device, training.mixed_precision == "on" or (training.mixed_precision == "auto" and cuda)
 
 
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW's parameter groups: the model's own where it states a prior per part (a residual operator's
+    ``free_weight_decay``, :meth:`~fieldsym.models.ResidualPathway.parameter_groups`), else one group."""
+    if hasattr(model, "parameter_groups"):
+        return model.parameter_groups(weight_decay)
+    return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, training: TrainingConfig) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-epoch schedule: cosine to 0 over ``epochs``, step decay, or constant."""
     s = training.scheduler
@@ -385,7 +392,15 @@ def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, 
         logger.warning("%s was written with a different config; continuing with the checkpoint's weights and "
                        "optimiser and the new settings", last)
     model.load_state_dict(state["model"])
+    decays = [group["weight_decay"] for group in optimizer.param_groups]
+    saved = len(state["optimizer"]["param_groups"])
+    if saved != len(decays):
+        raise CheckpointError(f"{last} holds an optimiser with {saved} parameter group(s), this model makes "
+                              f"{len(decays)}: a residual operator's free_weight_decay was set or unset since; "
+                              "restore the setting or start a new run")
     optimizer.load_state_dict(state["optimizer"])
+    for group, decay in zip(optimizer.param_groups, decays):  # the new settings, as the warning above says
+        group["weight_decay"] = decay
     # The schedule's shape comes from the current config (e.g. more epochs on resume), its position from
     # the checkpoint: restoring T_max / step_size / gamma too would restart a finished cosine from lr 0.
     shape = {k: getattr(scheduler, k) for k in ("T_max", "eta_min", "step_size", "gamma") if hasattr(scheduler, k)}

@@ -185,3 +185,17 @@ def test_builders_translate_operators_and_symmetry_modes(tmp_path):
     bad = config.with_overrides(["operators[0].options.widht=3"])
     with pytest.raises(ConfigError, match=r"operators\[fno\].options: .*widht"):
         build_model(bad.operators[0], in_type, out_type, grid)
+
+
+@pytest.mark.parametrize("value", ["-1.0", "strong", "true", ".nan"])
+def test_residual_free_weight_decay_is_checked_and_names_the_operator(tmp_path, value):
+    parts = ("{equivariant: {kind: gfno, group: C4, n_modes: 4, hidden_channels: 2, n_layers: 1}, "
+             "free: {kind: fno, n_modes: [4, 4], hidden_channels: 2, n_layers: 1}, free_weight_decay: %s}")
+    in_type, out_type = FieldType.parse("velocity:vector"), FieldType.parse("w:pseudoscalar")
+    good = load_config(write(tmp_path, BASE), ["operators[0].kind=residual", "operators[0].options=" + parts % 0.5])
+    assert build_model(good.operators[0], in_type, out_type, Grid.regular(8)).free_weight_decay == 0.5
+    bad = good.with_overrides(["operators[0].options.free_weight_decay=" + value])
+    with pytest.raises(ConfigError, match=r"operators\[fno\].options: residual: free_weight_decay must be a "
+                                          r"finite number >= 0 .* got"):
+        build_model(bad.operators[0], in_type, out_type, Grid.regular(8))
+

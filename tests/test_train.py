@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from fieldsym.checkpoint import load_checkpoint
+from fieldsym.checkpoint import CheckpointError, load_checkpoint
 from fieldsym.cli import main
 from fieldsym.config import ConfigError, ExperimentConfig, TrainingConfig, load_config
 from fieldsym.data.dataset import FieldDataset
@@ -20,9 +20,9 @@ from fieldsym.data.loader import make_loader
 from fieldsym.data.normalization import fit_normalizers
 from fieldsym.data.spec import DataSpec, TimeSelection
 from fieldsym.groups import C4, algebra
-from fieldsym.models import FieldFNO
+from fieldsym.models import FieldFNO, build_operator
 from fieldsym.penalties import Augmenter, MixedPenalty, NuclearPenalty
-from fieldsym.train import Probe, TrainingDiverged, fit, load_operator, train
+from fieldsym.train import Probe, TrainingDiverged, fit, load_operator, parameter_groups, train
 from datafiles import low_pass_file
 
 SAMPLES, N = 16, 16
@@ -99,14 +99,24 @@ class KilledInEpoch:
             yield batch
 
 
-def fit_run(data_file, out, penalty_class, init_seed: int, kill: int | None = None, resume: bool = False):
+def residual(in_type, out_type, free_weight_decay: float | None = 0.5):
+    """A small residual operator (C4 GroupFNO + FNO) with a free-path weight decay of its own."""
+    return build_operator("residual", in_type, out_type, free_weight_decay=free_weight_decay,
+                          equivariant={"kind": "gfno", "group": "C4", "n_modes": 6, "hidden_channels": 2,
+                                       "n_layers": 2},
+                          free={"kind": "fno", "n_modes": [6, 6], "hidden_channels": 4, "n_layers": 2})
+
+
+def fit_run(data_file, out, penalty_class, init_seed: int, kill: int | None = None, resume: bool = False,
+            make_model=None):
     """Fresh objects (data, model, augmentation, penalty, probe) and one call of ``fit``."""
     spec = DataSpec(("u",), ("u",), TimeSelection("one_step", 0, 1))
     train_set, valid_set = (FieldDataset(data_file, spec, split, fractions=(0.75, 0.25, 0.0))
                             for split in ("train", "valid"))
     in_type, out_type, grid = train_set.in_type, train_set.out_type, train_set.grid
     torch.manual_seed(init_seed)
-    model = FieldFNO(in_type, out_type, n_modes=(6, 6), hidden_channels=8, n_layers=2)
+    model = (make_model(in_type, out_type) if make_model is not None else
+             FieldFNO(in_type, out_type, n_modes=(6, 6), hidden_channels=8, n_layers=2))
     train_loader = make_loader(train_set, 4, shuffle=True, seed=0)
     valid_loader = make_loader(valid_set, 4, shuffle=False)
     generators = algebra("se2")
@@ -122,16 +132,19 @@ def fit_run(data_file, out, penalty_class, init_seed: int, kill: int | None = No
     )
 
 
-@pytest.mark.parametrize("penalty_class", [NuclearPenalty, MixedPenalty])
-def test_kill_and_resume_reproduces_the_uninterrupted_run(data_file, tmp_path, penalty_class):
+@pytest.mark.parametrize("penalty_class, make_model", [(NuclearPenalty, None), (MixedPenalty, None),
+                                                       (NuclearPenalty, residual)])
+def test_kill_and_resume_reproduces_the_uninterrupted_run(data_file, tmp_path, penalty_class, make_model):
     """Augmentation draws random elements (RNG state), the loader reshuffles by epoch, promotion ramps up
-    and the mixed penalty tunes its strengths after epoch 2: all must continue as if never stopped."""
-    straight = fit_run(data_file, tmp_path / "straight", penalty_class, init_seed=0)
+    and the mixed penalty tunes its strengths after epoch 2: all must continue as if never stopped (also
+    with a residual operator's two parameter groups)."""
+    straight = fit_run(data_file, tmp_path / "straight", penalty_class, init_seed=0, make_model=make_model)
     with pytest.raises(KeyboardInterrupt):
-        fit_run(data_file, tmp_path / "killed", penalty_class, init_seed=0, kill=3)
+        fit_run(data_file, tmp_path / "killed", penalty_class, init_seed=0, kill=3, make_model=make_model)
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 2
     # Other initial weights: the checkpoint's must replace them.
-    resumed = fit_run(data_file, tmp_path / "killed", penalty_class, init_seed=1, resume=True)
+    resumed = fit_run(data_file, tmp_path / "killed", penalty_class, init_seed=1, resume=True,
+                      make_model=make_model)
     assert (resumed.epochs, resumed.steps) == (straight.epochs, straight.steps) == (4, 12)
     expected, got = straight.model.state_dict(), resumed.model.state_dict()
     assert expected.keys() == got.keys()
@@ -195,3 +208,32 @@ def test_resume_with_more_epochs_follows_the_new_schedule(data_file, tmp_path):
     lrs = [row["lr"] for row in result.metrics]
     cosine = [1.0e-2 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
     assert len(lrs) == 4 and lrs[2:] == pytest.approx(cosine[2:], rel=1e-6), lrs
+
+
+def test_residual_free_path_gets_its_own_weight_decay(data_file, tmp_path):
+    model = residual("u:scalar", "u:scalar", free_weight_decay=0.5)
+    equivariant, free = parameter_groups(model, 1e-4)
+    assert (equivariant["weight_decay"], free["weight_decay"]) == (1e-4, 0.5)
+    assert {id(p) for p in free["params"]} == {id(model.gate), *map(id, model.free.parameters())}
+    assert {id(p) for p in equivariant["params"]} == {id(p) for p in model.equivariant.parameters()}
+    unset = residual("u:scalar", "u:scalar", free_weight_decay=None)
+    [group] = parameter_groups(unset, 1e-4)  # as any other operator: checkpoints from before the option resume
+    assert group["weight_decay"] == 1e-4 and len(group["params"]) == len(list(unset.parameters()))
+    # Decoupled decay acts alone where the gradient is zero: the free path shrinks by (1 - lr * 0.5) per
+    # step, the equivariant part by (1 - lr * 1e-4).
+    optimizer = torch.optim.AdamW(parameter_groups(model, 1e-4), lr=0.1)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # AdamW skips parameters without a gradient
+    optimizer.step()
+    for name, p in model.named_parameters():
+        rate = 0.5 if name == "gate" or name.startswith("free.") else 1e-4
+        assert torch.allclose(p.detach(), before[name] * (1 - 0.1 * rate)), name
+    # Through fit: the checkpoint's optimiser keeps both groups, and a resume after the setting changed says so.
+    fit_run(data_file, tmp_path / "run", NuclearPenalty, init_seed=0, make_model=residual)
+    groups = load_checkpoint(tmp_path / "run" / "last.pt")["optimizer"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [TrainingConfig().optimizer.weight_decay, 0.5]
+    with pytest.raises(CheckpointError, match=r"2 parameter group\(s\), this model makes 1: .*free_weight_decay"):
+        fit_run(data_file, tmp_path / "run", NuclearPenalty, init_seed=0, resume=True,
+                make_model=lambda i, o: residual(i, o, free_weight_decay=None))
+

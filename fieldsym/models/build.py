@@ -5,7 +5,7 @@ module; the options are the keyword arguments of the class (an unknown one raise
 ``TypeError``). ``"averaged"`` wraps another kind: ``build_operator("averaged", t_in, t_out,
 inner="fno", group_elements="C4", **inner_options)``; ``"residual"`` sums an equivariant and a free
 operator: ``build_operator("residual", t_in, t_out, equivariant={"kind": "gfno", ...}, free={"kind":
-"fno", ...}, gate=1.0)``. A plain dict, not a registry: adding a kind is one line here.
+"fno", ...}, gate=1.0, free_weight_decay=None)``. A plain dict, not a registry: adding a kind is one line here.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def build_operator(kind: str, in_type: FieldType | str, out_type: FieldType | st
 
 
 def _residual(in_type, out_type, equivariant: dict | None = None, free: dict | None = None, gate: float = 1.0,
+              free_weight_decay: float | None = None,
               periodic: tuple[bool, bool] | None = None) -> ResidualPathway:
     parts = {}
     for role, spec, allowed in (("equivariant", equivariant, EQUIVARIANT_KINDS),
@@ -58,7 +59,7 @@ def _residual(in_type, out_type, equivariant: dict | None = None, free: dict | N
         if role == "equivariant" and periodic is not None:
             options.setdefault("periodic", periodic)
         parts[role] = build_operator(spec["kind"], in_type, out_type, **options)
-    return ResidualPathway(parts["equivariant"], parts["free"], in_type, out_type, gate)
+    return ResidualPathway(parts["equivariant"], parts["free"], in_type, out_type, gate, free_weight_decay)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
