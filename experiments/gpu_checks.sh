@@ -6,8 +6,12 @@
 #
 #   bash experiments/gpu_checks.sh            # logs to $OUT (default /tmp/gpu_checks)
 #
-# Order is by value: the CUDA tests, then the side-by-side benchmarks, the streaming loader feeding a GPU,
-# the quickstart end to end (bf16 autocast), and last the whole test suite with a GPU visible.
+# .whl/ is git-ignored: the device tool copies it only when named in its carry list (carry: [".whl"]);
+# without it every step fails on "No module named 'tensorly'".
+#
+# Order is by value: the open step-cost questions, the CUDA tests, the other side-by-side benchmarks, the
+# streaming loader feeding a GPU, the quickstart end to end (bf16 autocast), and last the whole test suite
+# with a GPU visible.
 set -u
 OUT=${OUT:-/tmp/gpu_checks}
 mkdir -p "$OUT"
@@ -32,10 +36,13 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep the whole 
 
 nvidia-smi -L
 python3 -c "import torch, neuralop; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+# First the open question of session 3: the steerable step at equal parameters after the rewrite
+# (experiments/README.md, "Second lending"), eager and compiled, then the GroupFNO's.
+step steerable_step 90 python3 experiments/bench_steerable.py --device cuda --steps 20 --warmup 3
+step steerable_compiled 150 python3 experiments/bench_steerable.py --device cuda --steps 10 --warmup 2 --compile default
+step gfno_step 120 python3 experiments/bench_gfno_step.py --device cuda --steps 30 --warmup 5
 step cuda_tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
 step symmetry_step 120 python3 experiments/bench_symmetry_step.py --device cuda --repeats 20
-step gfno_step 120 python3 experiments/bench_gfno_step.py --device cuda --steps 30 --warmup 5
-step steerable_step 150 python3 experiments/bench_steerable.py --device cuda --steps 20 --warmup 3
 step loader 200 python3 experiments/bench_loader.py --device cuda --samples 1024 --size 128 --repeats 2 \
     --fno-samples 512 --fno-width 32 --fno-layers 4 --workers 0 2 4
 step quickstart 200 python3 -m fieldsym run configs/quickstart.yaml experiment.out=/tmp/gpu_runs --no-report
