@@ -206,3 +206,15 @@ def test_precision_changes_rebuild_the_cached_grid_embedding():
     model.double()(x.double())
     assert model.float()(x).dtype == torch.float32
     assert model.double()(x.double()).dtype == torch.float64
+
+
+def test_inference_mode_call_does_not_poison_the_cached_dft_matrices():
+    """The truncated DFT caches its matrices; one built under ``torch.inference_mode`` would be an
+    inference tensor that a later training step cannot save for backward."""
+    H, W = 13, 11  # a size no other test uses, so this call builds the cache entry
+    with torch.inference_mode():
+        rfft2_modes(torch.randn(1, 1, H, W), 3, 3)
+        irfft2_modes(torch.zeros(1, 1, 7, 4, dtype=torch.complex64), H, W)
+    x = torch.randn(1, 1, H, W, requires_grad=True)
+    irfft2_modes(rfft2_modes(x, 3, 3) * 2.0, H, W).sum().backward()
+    assert x.grad is not None

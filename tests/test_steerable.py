@@ -227,7 +227,7 @@ def test_jvp_and_its_weight_gradient_pass_through_the_kernel():
 @pytest.mark.parametrize("group", ["SO2", "O2"])
 def test_gate_activation_commutes_with_any_rotation_and_lets_scalars_reach_vectors(group):
     """GateActivation: each non-scalar copy times sigmoid of its own gate; equivariant under any rotation
-    (and the reflection for O2); and, unlike the norm gate, scalars in the input change the vectors."""
+    (reflections: the D4 lattice test above); and, unlike the norm gate, scalars change the vectors."""
     from fieldsym.models.steerable import GateActivation
 
     irreps = Irreps.parse("2x0 + 1x0- + 2x1 + 1x2")
@@ -267,3 +267,36 @@ def test_channel_map_as_convolution_and_as_matmul_agree():
     for conv in (True, False):
         torch.testing.assert_close(channel_map(M, x, b, conv), expected, atol=1e-14, rtol=0)
         torch.testing.assert_close(channel_map(M, x, None, conv), expected - b[:, None, None], atol=1e-14, rtol=0)
+
+
+def test_kernel_forward_mode_rule_and_no_silent_second_derivative():
+    """``_ProfileBag``'s jvp rule, exercised with a tangent on the weights (``torch.func.jvp`` of the
+    kernel as a function of its weights), against central differences; and a second derivative through
+    the kernel raises instead of coming out as zero."""
+    torch.manual_seed(4)
+
+    class Kernel(torch.nn.Module):  # forward = the kernel, so functional_call can swap the weights
+        def __init__(self):
+            super().__init__()
+            self.conv = SteerableSpectralConv("2x0 + 1x1", "1x0 + 1x1 + 1x2", K=3)
+
+        def forward(self):
+            return torch.view_as_real(self.conv.kernel())
+
+    module = Kernel().double()
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    tangents = {name: torch.randn_like(p) for name, p in params.items()}
+
+    def kern(weights):
+        return torch.func.functional_call(module, weights, ())
+
+    _, tangent = torch.func.jvp(kern, (params,), (tangents,))
+    eps = 1e-6
+    plus = kern({n: p + eps * tangents[n] for n, p in params.items()})
+    minus = kern({n: p - eps * tangents[n] for n, p in params.items()})
+    assert tangent.abs().max() > 0
+    torch.testing.assert_close(tangent, (plus - minus) / (2 * eps), atol=1e-9, rtol=0)
+
+    # create_graph would give Hessians without the kernel's term: refused with a message
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(module().pow(2).sum(), module.conv.weights[0], create_graph=True)

@@ -44,7 +44,7 @@ from fieldsym.export.realspectral import RealSpectralConv
 from fieldsym.fields import FieldType
 from fieldsym.models import FieldFNO, GroupAveraged, GroupFNO, ResidualPathway, SteerableFNO
 from fieldsym.models.gfno import _grid as grid_coordinates
-from fieldsym.models.steerable import NormActivation, SteerableLinear, steerable_layers
+from fieldsym.models.steerable import GateActivation, NormActivation, SteerableLinear, steerable_layers
 
 
 class BakeError(ValueError):
@@ -252,7 +252,12 @@ class BakedSteerableFNO(nn.Module):
 
 def _activation(act: nn.Module) -> nn.Module:
     """A ``NormActivation`` as a :class:`NormGate`, a ``GateActivation`` as a :class:`Gate`."""
-    return NormGate(act) if isinstance(act, NormActivation) else Gate(act)
+    if isinstance(act, NormActivation):
+        return NormGate(act)
+    if isinstance(act, GateActivation):
+        return Gate(act)
+    raise BakeError(f"no baked form of the steerable activation {type(act).__name__}: "
+                    "expected NormActivation or GateActivation")
 
 
 def _steerable(layer: SteerableLinear) -> nn.Conv2d:

@@ -122,8 +122,10 @@ class NormGate(nn.Module):
 
 class Gate(nn.Module):
     """:class:`~fieldsym.models.steerable.GateActivation` without an index op: each copy's gate is spread
-    over its components by a ``1x1`` convolution with a 0/1 matrix (one 1 per row, so the sum is the gate
-    exactly), then ``GELU`` on the ``"0"`` channels and ``u sigmoid(gate)`` on the others."""
+    over its components by a ``1x1`` convolution with a 0/1 matrix (a single 1 in the row of each gated
+    channel, zero rows for the ``"0"`` channels, which the ``where`` replaces by their GELU), then
+    ``u sigmoid(gate)`` on the gated channels. In float32/float64 without TF32 the spread copies the gate
+    exactly; the components of one copy always share one gate, so equivariance is exact either way."""
 
     def __init__(self, act: GateActivation) -> None:
         super().__init__()

@@ -78,7 +78,9 @@ def _dft_matrices(H: int, W: int, ky_max: int, kx_max: int, dtype, device):
     rebuilt inside ``torch.compile``, which folds them into constants itself."""
     if torch.compiler.is_compiling():
         return _build_dft_matrices(H, W, ky_max, kx_max, dtype, device)
-    return _cached_dft_matrices(H, W, ky_max, kx_max, dtype, torch.device(device))
+    # Built outside inference mode: a cached inference tensor could not be saved for a later backward.
+    with torch.inference_mode(False), torch.no_grad():
+        return _cached_dft_matrices(H, W, ky_max, kx_max, dtype, torch.device(device))
 
 
 def _build_dft_matrices(H: int, W: int, ky_max: int, kx_max: int, dtype, device):

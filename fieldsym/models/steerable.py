@@ -69,7 +69,7 @@ def channel_map(M: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, con
     if conv:
         return F.conv2d(x, M[:, :, None, None], bias)
     out = (M @ x.flatten(2)).unflatten(2, x.shape[2:])  # (o, c) @ (b, c, h w)
-    return out if bias is None else out + bias[:, None, None]
+    return out if bias is None else out + bias.to(out.dtype)[:, None, None]
 
 
 class SteerableLinear(nn.Module):
@@ -124,7 +124,7 @@ class SteerableLinear(nn.Module):
         if len(entry):
             src[entry, slot] = torch.cat(sources)[order]
             table[entry, slot] = torch.cat(coefs)[order].to(torch.float64)
-        self.register_buffer("gather_src", src, persistent=False)
+        self.register_buffer("gather_src", src.int(), persistent=False)
         self.register_buffer("gather_coef", table, persistent=False)
         invariant = ("0",) if group == "O2" else ("0", "0-")
         mask = torch.zeros(self.irreps_out.num_channels)
@@ -267,6 +267,12 @@ class _ProfileBag(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if torch.is_grad_enabled() and grad.requires_grad:  # create_graph=True: this backward is not differentiable
+            raise RuntimeError(
+                "the steerable spectral kernel has no second derivative (its backward is an embedding bag, "
+                "which autograd cannot differentiate): second-order training through a SteerableFNO "
+                "(create_graph=True) is not supported"
+            )
         profiles, rows, offsets, src = ctx.saved_tensors
         with torch.enable_grad():
             per_sample = torch.zeros(src.numel(), dtype=grad.dtype, device=grad.device, requires_grad=True)
@@ -344,9 +350,10 @@ class SteerableSpectralConv(nn.Module):
         order = torch.argsort(entry, stable=True)
         counts = torch.bincount(entry, minlength=self.irreps_out.num_channels * n_in)
         self.register_buffer("profiles", torch.cat(profiles), persistent=False)
-        self.register_buffer("bag_rows", torch.cat(rows)[order], persistent=False)
-        self.register_buffer("bag_src", torch.cat(sources)[order], persistent=False)
-        self.register_buffer("bag_offsets", torch.cumsum(counts, 0) - counts, persistent=False)
+        # int32 (embedding_bag takes it): the tables hold one entry per (i, j, q, o, c) term
+        self.register_buffer("bag_rows", torch.cat(rows)[order].int(), persistent=False)
+        self.register_buffer("bag_src", torch.cat(sources)[order].int(), persistent=False)
+        self.register_buffer("bag_offsets", (torch.cumsum(counts, 0) - counts).int(), persistent=False)
 
     def kernel(self) -> torch.Tensor:
         """``W(k)``: ``(C_out, C_in, 2K+1, K+1)`` complex, rows ``k_y = -K..K``, columns ``k_x = 0..K``.
