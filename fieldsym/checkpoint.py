@@ -45,6 +45,20 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read; the message names the file and what to do."""
 
 
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(state)``, with a mismatch named: the model rebuilt from the checkpoint's
+    config no longer has the checkpoint's layers when an operator's defaults changed since it was written."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: its weights do not fit the {type(model).__name__} built from its config "
+            f"({str(error).splitlines()[0]} ...). An operator default may have changed since the run was "
+            "written: runs of kind steerable made before the gated nonlinearity became the default used "
+            "'activation: norm'; add it to the operator's options (or start a new run)"
+        ) from error
+
+
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """``model.state_dict()`` as a plain dict of tensors, without neuralop's ``_metadata`` entry."""
     return {k: v for k, v in model.state_dict().items() if k != "_metadata"}

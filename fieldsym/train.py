@@ -46,8 +46,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from fieldsym import distributed
-from fieldsym.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng, load_checkpoint, model_state,
-                                 restore_rng, save_checkpoint)
+from fieldsym.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng, load_checkpoint, load_model_state,
+                                 model_state, restore_rng, save_checkpoint)
 from fieldsym.config import (ConfigError, ExperimentConfig, TrainingConfig, build_data_spec, build_model,
                              build_symmetry, dataset_path)
 from fieldsym.data.dataset import FieldDataset
@@ -391,7 +391,7 @@ def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, 
     if config is not None and state["config"] != config:
         logger.warning("%s was written with a different config; continuing with the checkpoint's weights and "
                        "optimiser and the new settings", last)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"], last)
     decays = [group["weight_decay"] for group in optimizer.param_groups]
     saved = len(state["optimizer"]["param_groups"])
     if saved != len(decays):
@@ -514,7 +514,7 @@ def load_operator(path: str | Path, grid: Grid | None = None, device: str | torc
     in_norm, out_norm = (FieldNormalizer.from_state_dict(state["normalization"][side])
                          for side in ("inputs", "outputs"))
     model = build_model(config.operators[0], in_norm.field_type, out_norm.field_type, grid)
-    model.load_state_dict(state["model"])
+    load_model_state(model, state["model"], path)
     return NormalizedOperator(model, in_norm, out_norm).to(device).eval()
 
 

@@ -97,3 +97,18 @@ def test_non_plain_state_fails_at_save_and_keeps_the_old_file(tmp_path, state):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
     with pytest.raises(CheckpointError, match="lacks metrics"):
         save_checkpoint(path, {k: v for k, v in state.items() if k != "metrics"})
+
+
+def test_weights_that_no_longer_fit_the_rebuilt_model_are_named(tmp_path):
+    """A checkpoint whose layers differ from the model its config now builds (an operator default changed
+    since it was written): a CheckpointError naming the file and the fix, not a bare size mismatch."""
+    from fieldsym.checkpoint import load_model_state
+    from fieldsym.models import SteerableFNO
+
+    old = SteerableFNO("s:scalar", "s:scalar", hidden_irreps="2x0 + 1x1", n_modes=4, n_layers=2, activation="norm")
+    new = SteerableFNO("s:scalar", "s:scalar", hidden_irreps="2x0 + 1x1", n_modes=4, n_layers=2)
+    path = tmp_path / "last.pt"
+    with pytest.raises(CheckpointError, match="last.pt.*activation: norm"):
+        load_model_state(new, old.state_dict(), path)
+    load_model_state(SteerableFNO("s:scalar", "s:scalar", hidden_irreps="2x0 + 1x1", n_modes=4, n_layers=2,
+                                  activation="norm"), old.state_dict(), path)
