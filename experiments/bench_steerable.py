@@ -8,16 +8,19 @@ Setting: vector -> vector on 64x64 periodic grids, batch 16, 4 layers, n_modes 1
   brings its parameter count closest to the reference's (a steerable kernel has a few radial weights
   per basis element instead of one complex weight per mode, so equal parameters means a far wider
   hidden tensor);
-- ``steerable_width``: the same family with as many hidden channels as the FNO (``t = 6``: 30).
+- ``steerable_width``: the same family with as many hidden channels as the FNO (``t = 6``: 30);
+- ``gated_params``, ``gated_r12_params``: the gated nonlinearity (``activation: gate``) at equal
+  parameters, with 3 and with 12 radial profiles (today's defaults: finer profiles put the parameters
+  into the kernels instead of the width).
 
 A step is forward + MSE + backward + Adam update; the operators alternate step by step so drifts in
-machine load hit all alike. Prints median step times and the ratios to ``fno``.
+machine load hit all alike. Prints median step times, the ratios to ``fno``, and the ATen ops per step
+(see ``bench_gfno_step.ops_per_step``: what a launch-bound GPU step pays for).
 
-Measured (CPU, 1 thread, shared 2-core machine, 5 steps after 1 warm-up): fno 449 ms (758,754 params);
-steerable_params 8,471 ms (x18.9; 240 hidden channels, 768,000 params); steerable_width 343 ms (x0.76;
-30 channels, 12,210 params). The 1.5x target at equal parameter count is not met and cannot be with
-this parametrisation: matching the FNO's ~180 real weights per channel pair and layer needs 7.5x its
-width, and a CPU step is bound by activation size. At equal width the constraint costs nothing.
+Measured (CPU, 1 thread, shared 2-core machine, 3 steps after 1 warm-up; experiments/README.md): fno 193 ms
+(758,754 params, 699 ops); steerable_params x19.4 (240 channels, 1,154 ops); steerable_width x0.71;
+gated_params x21.7 (210 channels); gated_r12_params x4.78 (110 channels, 1,112 ops). The 1.5x target at
+equal parameter count is not met on CPU, where the step is bound by activation size.
 
     python experiments/bench_steerable.py [--steps 10] [--warmup 2] [--threads N] [--device cpu|cuda]
 """
@@ -35,15 +38,16 @@ FIELD = "v:vector"
 N_MODES, BATCH, GRID, LAYERS, WIDTH = 12, 16, 64, 4, 32
 
 
-def steerable(t: int, activation: str = "norm") -> SteerableFNO:
+def steerable(t: int, activation: str = "norm", n_radial: int = 3) -> SteerableFNO:
     irreps = f"{2 * t}x0 + {t}x1 + {max(1, t // 2)}x2"
-    return SteerableFNO(FIELD, FIELD, "SO2", irreps, N_MODES, n_layers=LAYERS, activation=activation)
+    return SteerableFNO(FIELD, FIELD, "SO2", irreps, N_MODES, n_layers=LAYERS, activation=activation,
+                        n_radial=n_radial)
 
 
-def matched_steerable(target: int, activation: str = "norm") -> SteerableFNO:
+def matched_steerable(target: int, activation: str = "norm", n_radial: int = 3) -> SteerableFNO:
     """The SteerableFNO of the family whose parameter count is closest to ``target``."""
-    counts = {t: count_parameters(steerable(t, activation)) for t in range(2, 80, 2)}
-    return steerable(min(counts, key=lambda t: abs(counts[t] - target)), activation)
+    counts = {t: count_parameters(steerable(t, activation, n_radial)) for t in range(2, 80, 2)}
+    return steerable(min(counts, key=lambda t: abs(counts[t] - target)), activation, n_radial)
 
 
 def main() -> None:
@@ -57,6 +61,7 @@ def main() -> None:
         "steerable_params": matched_steerable(count_parameters(reference)),
         "steerable_width": steerable(6),
         "gated_params": matched_steerable(count_parameters(reference), "gate"),
+        "gated_r12_params": matched_steerable(count_parameters(reference), "gate", n_radial=12),
     }
     models = {name: model.to(args.device) for name, model in models.items()}
     ops = {name: ops_per_step(model, u, target) for name, model in models.items()}

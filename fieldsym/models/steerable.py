@@ -409,13 +409,20 @@ class SteerableFNO(nn.Module):
     (SO2) or ``"8x0 + 8x0- + 8x1 + 4x2"`` (O2: a pseudoscalar output needs ``"0-"`` features, since
     no pointwise map sends a vector to a pseudoscalar). ``n_modes``: ``m``; the spectral kernels live on
     the disc ``|k| <= m // 2``, the disc inscribed in :class:`FieldFNO`'s square of the same ``n_modes``.
-    ``n_radial``: radial profiles per angular basis element. ``positional_embedding``: append the
-    distance to the grid centre (invariant under every rotation and reflection about it) as a scalar
-    input, for forcings with the group's symmetry that are fixed in space; it breaks translations.
-    ``periodic``: ``(y, x)``, where the centre of that embedding lies. ``activation``: ``"norm"``
-    (:class:`NormActivation`, each copy gated by its own norm) or ``"gate"`` (:class:`GateActivation`:
-    the layer before each nonlinearity also outputs one scalar gate per non-scalar copy, so scalars
-    modulate vectors pointwise; more parameters for the same hidden irreps).
+    ``n_radial``: radial profiles per angular basis element, spaced ``K / n_radial``
+    apart on the disc of radius ``K``; default ``2 K`` (half a wave number apart; the lattice has about
+    ``1.5 K`` distinct radii there). Finer radial profiles fit better and cost parameters, not width:
+    gated, about 175k parameters, rotation_small's symmetric data: ``n_radial`` 3 / 6 / 12 gave test
+    error 0.039 / 0.032 / 0.027 (GroupFNO 0.026), with a larger continuous-rotation error (0.004 / 0.013 /
+    0.026; the FNO's 0.086), since a less smooth ``W(k)`` is a less localised kernel.
+    ``positional_embedding``: append the distance to the grid centre (invariant under every rotation and
+    reflection about it) as a scalar input, for forcings with the group's symmetry that are fixed in
+    space; it breaks translations.
+    ``periodic``: ``(y, x)``, where the centre of that embedding lies. ``activation``: ``"gate"``
+    (default; :class:`GateActivation`: the layer before each nonlinearity also outputs one scalar gate
+    per non-scalar copy, so scalars modulate vectors pointwise; more parameters for the same hidden
+    irreps) or ``"norm"`` (:class:`NormActivation`, each copy gated by its own norm; on rotation_small's
+    symmetric data 0.112 against the gate's 0.047 test error at 16x0 + 8x1 + 4x2).
 
     Layers: ``lift -> [spectral conv + pointwise skip, activation] * n_layers -> activation
     between two pointwise maps -> out``; the last layer has no activation after it (as neuralop's FNO).
@@ -429,7 +436,7 @@ class SteerableFNO(nn.Module):
         hidden_irreps: Irreps | str | None = None,
         n_modes: int = 12,
         n_layers: int = 4,
-        n_radial: int = 3,
+        n_radial: int | None = None,
         positional_embedding: bool = False,
         periodic: tuple[bool, bool] = (True, True),
         activation: str = "gate",
@@ -461,7 +468,8 @@ class SteerableFNO(nn.Module):
         # what a layer feeding an activation outputs: the hidden irreps, plus the gates for "gate"
         gated = hidden if activation == "norm" else GateActivation(hidden).input_irreps
         widths = [gated] * (n_layers - 1) + [hidden]
-        self.convs = nn.ModuleList(SteerableSpectralConv(hidden, w, K, group, n_radial) for w in widths)
+        self.n_radial = 2 * K if n_radial is None else n_radial
+        self.convs = nn.ModuleList(SteerableSpectralConv(hidden, w, K, group, self.n_radial) for w in widths)
         self.skips = nn.ModuleList(SteerableLinear(hidden, w, group) for w in widths)
         self.acts = nn.ModuleList(act(hidden) for _ in range(n_layers - 1))
         self.proj_act = act(hidden)
