@@ -35,7 +35,9 @@ commutes with rotations and reflections because ``|u|`` is invariant.
 
 from __future__ import annotations
 
+import itertools
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -150,6 +152,17 @@ class SteerableLinear(nn.Module):
         return f"'{self.irreps_in}' -> '{self.irreps_out}', group={self.group}"
 
 
+class _Run(NamedTuple):
+    """Channels ``start:stop`` of a feature: ``copies`` irrep copies of ``d`` components each (``d = 0``:
+    scalars, GELU), gated with the biases ``gates`` (indices into ``NormActivation.biases``)."""
+
+    start: int
+    stop: int
+    d: int
+    copies: int
+    gates: tuple[int, ...]
+
+
 class NormActivation(nn.Module):
     """GELU on ``"0"`` blocks; ``u sigmoid(sqrt(|u|^2 + eps^2) + b)`` per copy on the others.
 
@@ -162,20 +175,16 @@ class NormActivation(nn.Module):
         self.biases = nn.ParameterList(
             nn.Parameter(torch.zeros(m)) for _, m, label in _blocks(self.irreps) if label != "0"
         )
-        # runs: [start, stop, d (0 for GELU), copies, indices into self.biases]
-        self._runs: list[list] = []
-        gated = 0
-        for sl, m, label in _blocks(self.irreps):
-            d = 0 if label == "0" else irrep_dim(label)
-            if self._runs and self._runs[-1][2] == d and self._runs[-1][1] == sl.start:
-                run = self._runs[-1]
-                run[1], run[3] = sl.stop, run[3] + m
-            else:
-                run = [sl.start, sl.stop, d, m, []]
-                self._runs.append(run)
-            if d:
-                run[4].append(gated)
-                gated += 1
+        # Consecutive blocks of one component count d (0: GELU) form a run; a gated block's bias is
+        # self.biases[k] for the k-th non-"0" block.
+        self._runs: list[_Run] = []
+        blocks = [(sl, m, 0 if label == "0" else irrep_dim(label)) for sl, m, label in _blocks(self.irreps)]
+        gated = itertools.count()
+        for d, group in itertools.groupby(blocks, key=lambda block: block[2]):
+            group = list(group)
+            self._runs.append(_Run(start=group[0][0].start, stop=group[-1][0].stop, d=d,
+                                   copies=sum(m for _, m, _ in group),
+                                   gates=tuple(next(gated) for _ in group) if d else ()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = []
