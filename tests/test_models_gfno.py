@@ -338,3 +338,17 @@ def test_residual_pathway_is_equivariant_exactly_when_its_gate_is_closed():
         "operators": [{"name": "rpp", "kind": "residual", "options": bad}]})
     with pytest.raises(ConfigError, match=r"operators\[rpp\].options: residual: free must be .*kind one of fno"):
         build_model(config.operators[0], FieldType.parse("v:vector"), FieldType.parse("v:vector"))
+
+
+def test_invariant_features_are_cached_and_survive_inference_mode():
+    """The C4-invariant grid features are built once per grid/dtype/device; one first built under
+    ``torch.inference_mode`` must not break a later training step."""
+    from fieldsym.models.embedding import InvariantGridEmbedding
+
+    emb = InvariantGridEmbedding((True, True))
+    with torch.inference_mode():
+        first = emb.features(19, 19)
+    assert emb.features(19, 19) is first  # cached
+    u = torch.randn(2, 1, 19, 19, requires_grad=True)
+    (emb(u) * torch.randn(2, 1 + emb.num_channels, 19, 19)).sum().backward()
+    assert u.grad is not None

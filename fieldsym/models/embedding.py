@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from fieldsym.models.constants import cached_constant
+
 
 class InvariantGridEmbedding(nn.Module):
     """Appends ``2 len(frequencies)`` D4-invariant scalar channels: ``(b, C, H, W) -> (b, C + 2F, H, W)``."""
@@ -43,14 +45,10 @@ class InvariantGridEmbedding(nn.Module):
         return 2 * len(self.frequencies)
 
     def features(self, H: int, W: int, dtype=torch.float32, device=None) -> torch.Tensor:
-        """``(2 len(frequencies), H, W)``: for each k, the sum and the product feature."""
-        sy = _centred_coordinate(H, self.periodic[0], dtype, device)[:, None]
-        sx = _centred_coordinate(W, self.periodic[1], dtype, device)[None, :]
-        out = []
-        for k in self.frequencies:
-            cx, cy = torch.cos(2 * math.pi * k * sx), torch.cos(2 * math.pi * k * sy)
-            out += [cx + cy, cx * cy]
-        return torch.stack(out)
+        """``(2 len(frequencies), H, W)``: for each k, the sum and the product feature (built once per
+        grid, dtype and device; do not modify in place)."""
+        return _features(H, W, tuple(self.periodic), tuple(self.frequencies), dtype,
+                         None if device is None else torch.device(device))
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         e = self.features(u.shape[-2], u.shape[-1], u.dtype, u.device)
@@ -58,6 +56,17 @@ class InvariantGridEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"periodic={self.periodic}, frequencies={self.frequencies}"
+
+
+@cached_constant
+def _features(H: int, W: int, periodic: tuple[bool, bool], frequencies: tuple[int, ...], dtype, device):
+    sy = _centred_coordinate(H, periodic[0], dtype, device)[:, None]
+    sx = _centred_coordinate(W, periodic[1], dtype, device)[None, :]
+    out = []
+    for k in frequencies:
+        cx, cy = torch.cos(2 * math.pi * k * sx), torch.cos(2 * math.pi * k * sy)
+        out += [cx + cy, cx * cy]
+    return torch.stack(out)
 
 
 def _centred_coordinate(n: int, periodic: bool, dtype, device) -> torch.Tensor:

@@ -91,7 +91,7 @@ class Lift(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         # A 1x1 convolution is the fastest pointwise matmul on CPU (twice einsum's speed).
-        h = F.conv2d(u, self.matrix()[:, :, None, None], self.bias.repeat_interleave(self.n))
+        h = F.conv2d(u, self.matrix()[:, :, None, None], self.bias[:, None].expand(-1, self.n).flatten())
         return h.unflatten(1, (self.c_out, self.n))
 
 
@@ -137,7 +137,7 @@ class RegularLinear(nn.Module):
         return W.permute(0, 2, 1, 3).flatten(2).flatten(0, 1)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias.repeat_interleave(self.n)
+        bias = None if self.bias is None else self.bias[:, None].expand(-1, self.n).flatten()  # (o, k) o-major
         out = F.conv2d(h.flatten(1, 2), self.matrix()[:, :, None, None], bias)
         return out.unflatten(1, (self.c_out, self.n))
 

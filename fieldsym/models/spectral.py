@@ -26,6 +26,8 @@ import math
 
 import torch
 
+from fieldsym.models.constants import cached_constant
+
 _LOW = (torch.bfloat16, torch.float16)
 
 
@@ -72,18 +74,10 @@ def irfft2_modes(c: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return torch.cat([along_y.real, along_y.imag], dim=-1) @ from_x
 
 
+@cached_constant
 def _dft_matrices(H: int, W: int, ky_max: int, kx_max: int, dtype, device):
-    """``(to_x, to_y, from_y, from_x)`` for :func:`rfft2_modes` / :func:`irfft2_modes`, cached per size,
-    dtype and device (forming them is a dozen small ops per call, which a GPU step pays in launches);
-    rebuilt inside ``torch.compile``, which folds them into constants itself."""
-    if torch.compiler.is_compiling():
-        return _build_dft_matrices(H, W, ky_max, kx_max, dtype, device)
-    # Built outside inference mode: a cached inference tensor could not be saved for a later backward.
-    with torch.inference_mode(False), torch.no_grad():
-        return _cached_dft_matrices(H, W, ky_max, kx_max, dtype, torch.device(device))
-
-
-def _build_dft_matrices(H: int, W: int, ky_max: int, kx_max: int, dtype, device):
+    """``(to_x, to_y, from_y, from_x)`` for :func:`rfft2_modes` / :func:`irfft2_modes`, built once per
+    size, dtype and device (:func:`~fieldsym.models.constants.cached_constant`)."""
     cos_x, sin_x = _phases(W, torch.arange(kx_max + 1), dtype, device)  # (kx, W)
     to_x = torch.cat([cos_x, -sin_x]).T / W  # (W, 2 (kx+1))
     cos_y, sin_y = _phases(H, torch.arange(-ky_max, ky_max + 1), dtype, device)  # (ky, H)
@@ -93,9 +87,6 @@ def _build_dft_matrices(H: int, W: int, ky_max: int, kx_max: int, dtype, device)
     weight[0] = 1.0
     from_x = torch.cat([weight * cos_x, -weight * sin_x])  # (2 (kx+1), W)
     return to_x, to_y, from_y, from_x
-
-
-_cached_dft_matrices = functools.lru_cache(maxsize=64)(_build_dft_matrices)
 
 
 def _phases(n: int, k: torch.Tensor, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
