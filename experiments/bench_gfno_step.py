@@ -167,7 +167,8 @@ def main() -> None:
             f"{group}: fno width {WIDTH} ({sizes['fno']} params) {ms['fno']:.0f} ms | "
             f"gfno {gfno.convs[0].c_out}x{len(gfno.group)} ({sizes['gfno']} params) {ms['gfno']:.0f} ms | "
             f"fno_wide width {hidden} ({sizes['fno_wide']} params) {ms['fno_wide']:.0f} ms | "
-            f"gfno/fno {ms['gfno'] / ms['fno']:.2f}  gfno/fno_wide {ms['gfno'] / ms['fno_wide']:.2f}"
+            f"gfno/fno {ms['gfno'] / ms['fno']:.2f}  gfno/fno_wide {ms['gfno'] / ms['fno_wide']:.2f} | "
+            f"ATen ops/step fno {ops_per_step(reference, u, target)} gfno {ops_per_step(gfno, u, target)}"
         )
 
 
