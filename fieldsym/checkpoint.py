@@ -55,8 +55,8 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], pat
             f"{path}: its weights do not fit the {type(model).__name__} built from its config "
             f"({str(error).splitlines()[0]} ...). An operator default may have changed since the run was "
             "written: runs of kind steerable made before the gated nonlinearity and the finer radial profiles "
-            "became the defaults used 'activation: norm' and 'n_radial: 3'; add them to the operator's options "
-            "(or start a new run)"
+            "became the defaults used 'activation: norm' and 'n_radial: 3', which their stored config does not "
+            "name. Delete the run directory to train it again, or run those options under a new experiment.name"
         ) from error
 
 
