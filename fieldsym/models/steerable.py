@@ -61,6 +61,29 @@ def _blocks(irreps: Irreps):
     return [(sl, m, label) for sl, (m, label) in zip(irreps.slices(), irreps.blocks)]
 
 
+def _flat(weights: nn.ParameterList) -> torch.Tensor:
+    """All weights of a layer as one vector, in parameter order (the bag tables index into it)."""
+    return torch.cat([w.flatten() for w in weights]) if len(weights) > 1 else weights[0].flatten()
+
+
+def _bag_tables(entries: list[torch.Tensor], rows: list[torch.Tensor], sources: list[torch.Tensor], size: int):
+    """``(rows, sources, offsets)`` of an embedding bag with one bag per output entry ``0..size-1``: the
+    terms ``(entry, profile row, weight index)`` sorted by entry, as int32 (embedding_bag takes it)."""
+    if not entries:  # a layer without weights (no equivariant map between its irreps)
+        entries = rows = sources = [torch.zeros(0, dtype=torch.long)]
+    entry = torch.cat(entries)
+    order = torch.argsort(entry, stable=True)
+    counts = torch.bincount(entry, minlength=size)
+    return torch.cat(rows)[order].int(), torch.cat(sources)[order].int(), (torch.cumsum(counts, 0) - counts).int()
+
+
+def _profile_bag(w: torch.Tensor, profiles: torch.Tensor, rows, offsets, src) -> torch.Tensor:
+    """``(size, width)``: entry ``e`` is ``sum_{n in bag e} w[src[n]] profiles[rows[n]]``."""
+    if torch.compiler.is_compiling():  # traced: the plain op (the autograd.Function would break the graph)
+        return F.embedding_bag(rows, profiles, offsets, mode="sum", per_sample_weights=w[src])
+    return _ProfileBag.apply(w, profiles, rows, offsets, src)
+
+
 def channel_map(M: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, conv: bool) -> torch.Tensor:
     """``(b, C_in, H, W) -> (b, C_out, H, W)``: ``M x + bias`` at every point.
 
@@ -81,10 +104,10 @@ class SteerableLinear(nn.Module):
     :func:`~fieldsym.constraints.channel_basis`; a bias only on invariant blocks (``"0"``, and ``"0-"``
     under SO(2)).
 
-    The matrix is rebuilt every step as one gather from the concatenated weights: entry ``e`` of the
-    flattened matrix is ``sum_t coef[e, t] w_flat[src[e, t]]`` (at most a few terms, since the basis
-    elements are sparse: ``I`` and ``J`` for vector pairs). A handful of ops whatever the number of
-    blocks, where a matmul per block pair costs a dozen ops each (a GPU step pays per op).
+    The matrix is rebuilt every step as one embedding bag over the concatenated weights: entry ``e`` of
+    the flattened matrix is ``sum_t coef_t w_flat[src_t]`` over its few terms (the basis elements are
+    sparse: ``I`` and ``J`` for vector pairs). A handful of ops whatever the number of blocks, where a
+    matmul per block pair costs a dozen ops each (a GPU step pays per op).
     """
 
     def __init__(self, irreps_in: Irreps | str, irreps_out: Irreps | str, group: str = "SO2", bias: bool = True):
@@ -112,22 +135,17 @@ class SteerableLinear(nn.Module):
                 row, col = out_sl[a].start + i * d_a + o, in_sl[b].start + j * d_b + c
                 entries.append((row * n_in + col)[keep])
                 sources.append((offset + (i * m_b + j) * n + k)[keep])
-                coefs.append(coef[keep])
+                coefs.append(coef[keep].to(torch.float64))
                 offset += m_a * m_b * n
-        size = self.irreps_out.num_channels * n_in
-        entry = torch.cat(entries) if entries else torch.zeros(0, dtype=torch.long)
-        order = torch.argsort(entry, stable=True)
-        entry = entry[order]
-        counts = torch.bincount(entry, minlength=size)
-        slot = torch.arange(len(entry)) - (torch.cumsum(counts, 0) - counts)[entry]  # rank within its entry
-        terms = max(int(counts.max()) if size else 0, 1)
-        src = torch.zeros(size, terms, dtype=torch.long)
-        table = torch.zeros(size, terms, dtype=torch.float64)
-        if len(entry):
-            src[entry, slot] = torch.cat(sources)[order]
-            table[entry, slot] = torch.cat(coefs)[order].to(torch.float64)
-        self.register_buffer("gather_src", src.int(), persistent=False)
-        self.register_buffer("gather_coef", table, persistent=False)
+        # The matrix is an embedding bag like SteerableSpectralConv's kernel, with 1-wide profile rows:
+        # one row per term, holding its basis coefficient.
+        terms = torch.cat(coefs) if coefs else torch.zeros(0, dtype=torch.float64)
+        rows, src, offsets = _bag_tables(entries, [torch.arange(len(terms))], sources,
+                                         self.irreps_out.num_channels * n_in)
+        self.register_buffer("profiles", terms[:, None], persistent=False)
+        self.register_buffer("bag_rows", rows, persistent=False)
+        self.register_buffer("bag_src", src, persistent=False)
+        self.register_buffer("bag_offsets", offsets, persistent=False)
         invariant = ("0",) if group == "O2" else ("0", "0-")
         mask = torch.zeros(self.irreps_out.num_channels)
         for sl, _, label in _blocks(self.irreps_out):
@@ -141,8 +159,8 @@ class SteerableLinear(nn.Module):
         shape = (self.irreps_out.num_channels, self.irreps_in.num_channels)
         if not len(self.weights):
             return self.bias_mask.new_zeros(shape)
-        w = torch.cat([w.flatten() for w in self.weights]) if len(self.weights) > 1 else self.weights[0].flatten()
-        return (w[self.gather_src] * self.gather_coef.to(w.dtype)).sum(-1).reshape(shape)
+        w = _flat(self.weights)
+        return _profile_bag(w, self.profiles.to(w.dtype), self.bag_rows, self.bag_offsets, self.bag_src).reshape(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else (self.bias * self.bias_mask).to(x.dtype)
@@ -355,14 +373,11 @@ class SteerableSpectralConv(nn.Module):
                     offset += m_a * m_b * q
         # W(k) flattened to (C_out C_in, 2K+1, K+1, 2) is an embedding bag: entry e sums profile rows
         # bag_rows[e's bag] weighted by the weights bag_src[e's bag] (one op; see kernel()).
-        entry = torch.cat(entries)
-        order = torch.argsort(entry, stable=True)
-        counts = torch.bincount(entry, minlength=self.irreps_out.num_channels * n_in)
+        rows, src, offsets = _bag_tables(entries, rows, sources, self.irreps_out.num_channels * n_in)
         self.register_buffer("profiles", torch.cat(profiles), persistent=False)
-        # int32 (embedding_bag takes it): the tables hold one entry per (i, j, q, o, c) term
-        self.register_buffer("bag_rows", torch.cat(rows)[order].int(), persistent=False)
-        self.register_buffer("bag_src", torch.cat(sources)[order].int(), persistent=False)
-        self.register_buffer("bag_offsets", (torch.cumsum(counts, 0) - counts).int(), persistent=False)
+        self.register_buffer("bag_rows", rows, persistent=False)
+        self.register_buffer("bag_src", src, persistent=False)
+        self.register_buffer("bag_offsets", offsets, persistent=False)
 
     def kernel(self) -> torch.Tensor:
         """``W(k)``: ``(C_out, C_in, 2K+1, K+1)`` complex, rows ``k_y = -K..K``, columns ``k_x = 0..K``.
@@ -370,13 +385,8 @@ class SteerableSpectralConv(nn.Module):
         Built as one ``embedding_bag`` (a weighted sum of shared profile rows per kernel entry) from the
         concatenated weights: the kernel is rebuilt every training step, and on a GPU its cost is the
         number of ops (a matmul per irrep-block pair cost ~150 ops with their backward, this ~15)."""
-        w = torch.cat([w.flatten() for w in self.weights]) if len(self.weights) > 1 else self.weights[0].flatten()
-        profiles = self.profiles.to(w.dtype)
-        if torch.compiler.is_compiling():  # traced: the plain op (the autograd.Function would break the graph)
-            flat = F.embedding_bag(self.bag_rows, profiles, self.bag_offsets, mode="sum",
-                                   per_sample_weights=w[self.bag_src])
-        else:
-            flat = _ProfileBag.apply(w, profiles, self.bag_rows, self.bag_offsets, self.bag_src)
+        w = _flat(self.weights)
+        flat = _profile_bag(w, self.profiles.to(w.dtype), self.bag_rows, self.bag_offsets, self.bag_src)
         shape = (self.irreps_out.num_channels, self.irreps_in.num_channels, 2 * self.K + 1, self.K + 1, 2)
         return torch.view_as_complex(flat.reshape(shape))
 
