@@ -217,8 +217,8 @@ class BakedSteerableFNO(nn.Module):
     """``SteerableFNO`` with its solved weights materialised: ``(b, C_in, H, W) -> (b, C_out, H, W)``.
 
     The forward is ``SteerableFNO.forward``: optional radial embedding, lift, then per layer
-    ``h = conv(h) + skip(h)`` and a norm nonlinearity (none after the last layer), then
-    ``proj_out(gate(proj_in(h)))``. Each :class:`SteerableLinear` is a ``1x1`` convolution with its
+    ``h = conv(h) + skip(h)`` and the activation (none after the last layer), then
+    ``proj_out(act(proj_in(h)))``. Each :class:`SteerableLinear` is a ``1x1`` convolution with its
     matrix ``sum_n w_n B_n`` and its bias on the invariant blocks; each spectral convolution is a
     :class:`RealSpectralConv` holding ``W(k)`` sampled on the ``(2K+1) x (K+1)`` lattice block (zero
     outside the disc, where the radial taper vanishes); each ``NormActivation`` a :class:`NormGate`, each
@@ -266,7 +266,7 @@ def _steerable(layer: SteerableLinear) -> nn.Conv2d:
     return pointwise(layer.matrix(), bias)
 
 
-# -- GroupAveraged -----------------------------------------------------------------------------------------
+# -- ResidualPathway and GroupAveraged ---------------------------------------------------------------------
 
 
 class BakedResidual(nn.Module):
