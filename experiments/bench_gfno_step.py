@@ -81,6 +81,9 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                         help="torch.compile every model (MODE: default, reduce-overhead, max-autotune); the "
                              "warm-up steps include the compilation")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timings, profile a few steps of each model (torch.profiler): wall "
+                             "vs device-busy time per step and the ops that take the most")
 
 
 def setup(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,6 +147,31 @@ def ops_per_step(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor) 
     return counter.count
 
 
+def profile_step(name: str, model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor, device: str,
+                 steps: int = 5, rows: int = 12) -> None:
+    """Print where one model's training step spends its time: wall time per step, the device's busy
+    time per step (CUDA kernels; on CPU the ops' self time), and the ops that take the most of it.
+
+    On a GPU, busy time far below wall time means the step is bound by launching kernels (Python and
+    dispatch), not by the kernels themselves; the table says which ops to fuse or drop."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step = step_fn(model, u, target)
+    for _ in range(2):
+        step()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    wall = 0.0
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            wall += timed(step, device)
+    events = prof.key_averages()
+    key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
+    busy = sum(getattr(e, key) for e in events) / steps / 1e3
+    print(f"profile {name}: {wall / steps * 1e3:.1f} ms/step wall (profiled), {busy:.1f} ms/step "
+          f"{'GPU kernels' if device == 'cuda' else 'CPU op self time'}")
+    print(events.table(sort_by=key, row_limit=rows, max_name_column_width=48))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,6 +198,9 @@ def main() -> None:
             f"gfno/fno {ms['gfno'] / ms['fno']:.2f}  gfno/fno_wide {ms['gfno'] / ms['fno_wide']:.2f} | "
             f"ATen ops/step fno {ops_per_step(reference, u, target)} gfno {ops_per_step(gfno, u, target)}"
         )
+        if args.profile:
+            for name in ("fno", "gfno"):
+                profile_step(f"{group} {name}", models[name], u, target, args.device)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,12 @@ import argparse
 
 import torch
 
-from bench_gfno_step import add_step_arguments, median_step_ms, ops_per_step, setup  # the GroupFNO benchmark's step
+from bench_gfno_step import add_step_arguments, median_step_ms, ops_per_step, profile_step, setup  # the GroupFNO benchmark's step
 from fieldsym.models import FieldFNO, SteerableFNO, count_parameters
 
 FIELD = "v:vector"
 N_MODES, BATCH, GRID, LAYERS, WIDTH = 12, 16, 64, 4, 32
+MODELS = ("fno", "steerable_params", "steerable_width", "gated_params", "gated_r12_params")
 
 
 def steerable(t: int, activation: str = "norm", n_radial: int = 3) -> SteerableFNO:
@@ -53,16 +54,22 @@ def matched_steerable(target: int, activation: str = "norm", n_radial: int = 3) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_step_arguments(parser)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"which operators to time (default: {','.join(MODELS)}; fno is always timed)")
     args = parser.parse_args()
     u, target = setup(args)
     reference = FieldFNO(FIELD, FIELD, n_modes=(N_MODES, N_MODES), hidden_channels=WIDTH, n_layers=LAYERS)
-    models = {
-        "fno": reference,
-        "steerable_params": matched_steerable(count_parameters(reference)),
-        "steerable_width": steerable(6),
-        "gated_params": matched_steerable(count_parameters(reference), "gate"),
-        "gated_r12_params": matched_steerable(count_parameters(reference), "gate", n_radial=12),
+    n_ref = count_parameters(reference)
+    build = {
+        "steerable_params": lambda: matched_steerable(n_ref),
+        "steerable_width": lambda: steerable(6),
+        "gated_params": lambda: matched_steerable(n_ref, "gate"),
+        "gated_r12_params": lambda: matched_steerable(n_ref, "gate", n_radial=12),
     }
+    chosen = [name for name in args.models.split(",") if name and name != "fno"]
+    unknown = sorted(set(chosen) - set(build))
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(MODELS)}")
+    models = {"fno": reference, **{name: build[name]() for name in chosen}}
     models = {name: model.to(args.device) for name, model in models.items()}
     ops = {name: ops_per_step(model, u, target) for name, model in models.items()}
     ms = median_step_ms(models, u, target, args.device, args.warmup, args.steps)
@@ -72,6 +79,9 @@ def main() -> None:
         print(f"{name:17s} {channels:4d} hidden channels {count_parameters(model):8d} params "
               f"{ms[name]:7.0f} ms/step  x{ms[name] / ms['fno']:.2f}   {ops[name]:5d} ATen ops/step  "
               f"x{ops[name] / ops['fno']:.2f}")
+    if args.profile:
+        for name, model in models.items():
+            profile_step(name, model, u, target, args.device)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 # (see the device tool's README), then from the repository root:
 #
 #   bash experiments/gpu_checks.sh            # logs to $OUT (default /tmp/gpu_checks)
+#   ONLY="steerable_step gfno_step" bash experiments/gpu_checks.sh   # just those steps
 #
 # .whl/ is git-ignored: the device tool copies it only when named in its carry list (carry: [".whl"]);
 # without it every step fails on "No module named 'tensorly'".
@@ -27,6 +28,7 @@ fi
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, keep the whole log, print its end
     local name=$1 limit=$2
     shift 2
+    if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
     echo "=== $name: $*"
     local start=$SECONDS
     timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
@@ -39,8 +41,13 @@ python3 -c "import torch, neuralop; print('torch', torch.__version__, 'cuda', to
 # First the open question of session 3: the steerable step at equal parameters after the rewrite
 # (experiments/README.md, "Second lending"), eager and compiled, then the GroupFNO's.
 step steerable_step 90 python3 experiments/bench_steerable.py --device cuda --steps 20 --warmup 3
-step steerable_compiled 150 python3 experiments/bench_steerable.py --device cuda --steps 10 --warmup 2 --compile default
-step gfno_step 120 python3 experiments/bench_gfno_step.py --device cuda --steps 30 --warmup 5
+step steerable_profile 90 python3 experiments/bench_steerable.py --device cuda --steps 10 --warmup 2 \
+    --models gated_r12_params --profile
+step steerable_compiled 150 python3 experiments/bench_steerable.py --device cuda --steps 10 --warmup 2 --compile default \
+    --models steerable_width,gated_r12_params
+step steerable_graphs 120 python3 experiments/bench_steerable.py --device cuda --steps 10 --warmup 3 \
+    --compile reduce-overhead --models gated_r12_params
+step gfno_step 90 python3 experiments/bench_gfno_step.py --device cuda --steps 30 --warmup 5 --profile
 step cuda_tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
 step symmetry_step 120 python3 experiments/bench_symmetry_step.py --device cuda --repeats 20
 step loader 200 python3 experiments/bench_loader.py --device cuda --samples 1024 --size 128 --repeats 2 \
