@@ -11,7 +11,9 @@ Setting: vector -> vector on 64x64 periodic grids, batch 16, 4 layers, n_modes 1
 - ``steerable_width``: the same family with as many hidden channels as the FNO (``t = 6``: 30);
 - ``gated_params``, ``gated_r12_params``: the gated nonlinearity (``activation: gate``) at equal
   parameters, with 3 and with 12 radial profiles (today's defaults: finer profiles put the parameters
-  into the kernels instead of the width).
+  into the kernels instead of the width);
+- ``gated_r12_bmm``: ``gated_r12_params`` with its pointwise maps as batched matmuls instead of 1x1
+  convolutions (``SteerableLinear.method``), to choose the faster on a device.
 
 A step is forward + MSE + backward + Adam update; the operators alternate step by step so drifts in
 machine load hit all alike. Prints median step times, the ratios to ``fno``, and the ATen ops per step
@@ -33,10 +35,11 @@ import torch
 
 from bench_gfno_step import add_step_arguments, median_step_ms, ops_per_step, profile_step, setup  # the GroupFNO benchmark's step
 from fieldsym.models import FieldFNO, SteerableFNO, count_parameters
+from fieldsym.models.steerable import SteerableLinear
 
 FIELD = "v:vector"
 N_MODES, BATCH, GRID, LAYERS, WIDTH = 12, 16, 64, 4, 32
-MODELS = ("fno", "steerable_params", "steerable_width", "gated_params", "gated_r12_params")
+MODELS = ("fno", "steerable_params", "steerable_width", "gated_params", "gated_r12_params", "gated_r12_bmm")
 
 
 def steerable(t: int, activation: str = "norm", n_radial: int = 3) -> SteerableFNO:
@@ -49,6 +52,14 @@ def matched_steerable(target: int, activation: str = "norm", n_radial: int = 3) 
     """The SteerableFNO of the family whose parameter count is closest to ``target``."""
     counts = {t: count_parameters(steerable(t, activation, n_radial)) for t in range(2, 80, 2)}
     return steerable(min(counts, key=lambda t: abs(counts[t] - target)), activation, n_radial)
+
+
+def with_channel_map(model: SteerableFNO, method: str) -> SteerableFNO:
+    """``model`` with every pointwise map computed by ``method`` (steerable.channel_map; same map)."""
+    for layer in model.modules():
+        if isinstance(layer, SteerableLinear):
+            layer.method = method
+    return model
 
 
 def main() -> None:
@@ -64,6 +75,7 @@ def main() -> None:
         "steerable_width": lambda: steerable(6),
         "gated_params": lambda: matched_steerable(n_ref, "gate"),
         "gated_r12_params": lambda: matched_steerable(n_ref, "gate", n_radial=12),
+        "gated_r12_bmm": lambda: with_channel_map(matched_steerable(n_ref, "gate", n_radial=12), "bmm"),
     }
     chosen = [name for name in args.models.split(",") if name and name != "fno"]
     unknown = sorted(set(chosen) - set(build))

@@ -135,12 +135,12 @@ def test_kernel_assembly_matches_blockwise_reference():
     # and its gradient: d/dw of <kernel, G> is the reference's
     G = torch.randn(*ref.shape, dtype=torch.float64)
     (torch.view_as_real(conv.kernel()) * G).sum().backward()
-    for (a, b, odd), w in zip(conv.pairs, conv.weights):
+    for (a, b, odd), w_grad in zip(conv.pairs, conv.split(conv.weight.grad)):
         (m_a, la), (m_b, lb) = conv.irreps_out.blocks[a], conv.irreps_in.blocks[b]
         basis = getattr(conv, f"basis_{a}_{b}_{int(odd)}")
         d_a, d_b = irrep_dim(la), irrep_dim(lb)
         g = G[out_sl[a], in_sl[b], ..., int(odd)].reshape(m_a, d_a, m_b, d_b, 7, 4)
-        torch.testing.assert_close(w.grad, torch.einsum("iojcyx,qocyx->ijq", g, basis), atol=1e-12, rtol=0)
+        torch.testing.assert_close(w_grad, torch.einsum("iojcyx,qocyx->ijq", g, basis), atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("group", ["SO2", "O2"])
@@ -164,6 +164,14 @@ def test_linear_matrix_matches_blockwise_reference(group):
     assert len(layer.pairs) >= 4  # the test covers several connected block pairs
     with torch.no_grad():
         torch.testing.assert_close(layer.matrix(), ref, atol=1e-15, rtol=0)
+    # and its gradient: d/dw of <matrix, G> is G's projection onto each block's basis
+    G = torch.randn(*ref.shape, dtype=torch.float64)
+    (layer.matrix() * G).sum().backward()
+    for (a, b), w_grad in zip(layer.pairs, layer.split(layer.weight.grad)):
+        (m_a, la), (m_b, lb) = layer.irreps_out.blocks[a], layer.irreps_in.blocks[b]
+        basis = channel_basis(la, lb, group).basis.double()
+        g = G[out_sl[a], in_sl[b]].reshape(m_a, irrep_dim(la), m_b, irrep_dim(lb))
+        torch.testing.assert_close(w_grad, torch.einsum("iojc,noc->ijn", g, basis), atol=1e-13, rtol=0)
     # scalar -> vector has no equivariant channel map: the matrix is zero
     empty = SteerableLinear("2x0", "1x1", group)
     assert not len(empty.weights) and empty.matrix().abs().max() == 0
@@ -211,8 +219,9 @@ def test_jvp_and_its_weight_gradient_pass_through_the_kernel():
 
     loss().backward()
     conv = model.convs[1]  # its vector -> vector block (scalars out of the last layer never reach a vector output)
-    weight = conv.weights[conv.pairs.index((1, 1, False))]
-    assert weight.grad is not None and weight.grad.abs().max() > 0
+    block = conv.pairs.index((1, 1, False))
+    weight, grad = conv.weights[block], conv.split(conv.weight.grad)[block]
+    assert grad.abs().max() > 0
     with torch.no_grad():
         step = torch.zeros_like(weight)
         step.view(-1)[0] = 1e-6
@@ -221,7 +230,7 @@ def test_jvp_and_its_weight_gradient_pass_through_the_kernel():
         weight -= 2 * step
         minus = loss()
         weight += step
-    torch.testing.assert_close(weight.grad.view(-1)[0], (plus - minus) / 2e-6, rtol=1e-5, atol=1e-9)
+    torch.testing.assert_close(grad.reshape(-1)[0], (plus - minus) / 2e-6, rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("group", ["SO2", "O2"])
@@ -258,15 +267,17 @@ def test_unknown_activation_is_refused():
 
 
 def test_channel_map_as_convolution_and_as_matmul_agree():
-    """The CPU path (1x1 convolution) and the GPU path (broadcast matmul) of SteerableLinear are one map."""
-    from fieldsym.models.steerable import channel_map
+    """SteerableLinear's two ways to apply its matrix (1x1 convolution, batched matmul) are one map."""
+    from fieldsym.models.steerable import CHANNEL_MAP_METHODS, channel_map
 
     M, x, b = (torch.randn(5, 3, dtype=torch.float64), torch.randn(2, 3, 4, 6, dtype=torch.float64),
                torch.randn(5, dtype=torch.float64))
     expected = torch.einsum("oc,bchw->bohw", M, x) + b[:, None, None]
-    for conv in (True, False):
-        torch.testing.assert_close(channel_map(M, x, b, conv), expected, atol=1e-14, rtol=0)
-        torch.testing.assert_close(channel_map(M, x, None, conv), expected - b[:, None, None], atol=1e-14, rtol=0)
+    for method in CHANNEL_MAP_METHODS:
+        torch.testing.assert_close(channel_map(M, x, b, method), expected, atol=1e-14, rtol=0)
+        torch.testing.assert_close(channel_map(M, x, None, method), expected - b[:, None, None], atol=1e-14, rtol=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        channel_map(M, x, b, "einsum")
 
 
 def test_kernel_forward_mode_rule_and_no_silent_second_derivative():
@@ -299,4 +310,43 @@ def test_kernel_forward_mode_rule_and_no_silent_second_derivative():
 
     # create_graph would give Hessians without the kernel's term: refused with a message
     with pytest.raises(RuntimeError, match="no second derivative"):
-        torch.autograd.grad(module().pow(2).sum(), module.conv.weights[0], create_graph=True)
+        torch.autograd.grad(module().pow(2).sum(), module.conv.weight, create_graph=True)
+
+
+def test_checkpoints_with_one_parameter_per_block_still_load():
+    """The solved layers keep their blocks in one flat ``weight``; state dicts written when each block was
+    its own parameter (``weights.0``, ``weights.1``, ...) load into it, block by block."""
+    torch.manual_seed(5)
+    old_model = SteerableFNO("v:vector", "v:vector", hidden_irreps="2x0 + 1x1 + 1x2", n_modes=6, n_layers=2)
+    state = {}
+    for key, value in old_model.state_dict().items():
+        prefix, name = key.rsplit(".", 1) if "." in key else ("", key)
+        layer = old_model.get_submodule(prefix) if prefix else old_model
+        if name == "weight" and hasattr(layer, "block_shapes"):  # written the old way: one key per block
+            state.update({f"{prefix}.weights.{i}": block.clone() for i, block in enumerate(layer.split(value))})
+        else:
+            state[key] = value
+    assert any(".weights.3" in key for key in state) and not any(key.endswith("convs.0.weight") for key in state)
+    torch.manual_seed(6)
+    model = SteerableFNO("v:vector", "v:vector", hidden_irreps="2x0 + 1x1 + 1x2", n_modes=6, n_layers=2)
+    u = torch.randn(2, 2, 16, 16)
+    assert not torch.allclose(model(u), old_model(u))
+    model.load_state_dict(state)
+    torch.testing.assert_close(model(u), old_model(u), atol=0, rtol=0)
+
+
+def test_float64_profiles_are_converted_once_per_dtype():
+    """The kernels' profile rows stay float64 (exact in a float64 model); a float32 model converts them
+    once, not every step, and follows the buffer when the model moves or changes dtype."""
+    conv = SteerableSpectralConv("1x0 + 1x1", "1x0 + 1x1", K=3)
+    assert conv.profiles.dtype == torch.float64
+    first = conv._profiles_as(torch.float32)
+    assert conv._profiles_as(torch.float32) is first and first.dtype == torch.float32
+    torch.testing.assert_close(first, conv.profiles.float(), atol=0, rtol=0)
+    conv.double()
+    assert conv._profiles_as(torch.float64) is conv.profiles
+    fresh = SteerableSpectralConv("1x0 + 1x1", "1x0 + 1x1", K=3)
+    with torch.inference_mode():  # a first conversion under inference mode must not poison training
+        fresh.kernel()
+    fresh.kernel().abs().sum().backward()
+    assert fresh.weight.grad is not None

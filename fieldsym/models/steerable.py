@@ -54,6 +54,7 @@ from fieldsym.fields import FieldType
 from fieldsym.models.spectral import irfft2_modes, rfft2_modes
 
 NORM_EPS = 1e-3
+_BAG_SUM = 0  # embedding_bag's mode number for "sum" (aten's private per-sample-weight backward takes it)
 
 
 def _blocks(irreps: Irreps):
@@ -61,43 +62,100 @@ def _blocks(irreps: Irreps):
     return [(sl, m, label) for sl, (m, label) in zip(irreps.slices(), irreps.blocks)]
 
 
-def _flat(weights: nn.ParameterList) -> torch.Tensor:
-    """All weights of a layer as one vector, in parameter order (the bag tables index into it)."""
-    return torch.cat([w.flatten() for w in weights]) if len(weights) > 1 else weights[0].flatten()
+class _BlockWeights(nn.Module):
+    """Base of the solved layers: one weight block per connected irrep pair, ``(m_out, m_in, n_basis)``,
+    all stored as one flat parameter ``weight`` in pair order (``weights`` gives the blocks as views).
+
+    One parameter instead of a list of blocks: the embedding bag indexes the flat vector anyway, and a
+    list costs a concatenation forward and a slice per block backward every step, plus an optimizer
+    entry per block (about 230 of a 1,270-op training step of the benchmark's steerable FNO on a GPU,
+    where eager steps are bound by the number of ops). Checkpoints written with the old
+    ``weights.0``, ``weights.1``, ... keys still load (:meth:`_join_old_blocks`)."""
+
+    def _set_blocks(self, blocks: list[torch.Tensor]) -> None:
+        self.block_shapes = [tuple(b.shape) for b in blocks]
+        self.register_parameter("weight", nn.Parameter(torch.cat([b.flatten() for b in blocks])) if blocks else None)
+        self.register_load_state_dict_pre_hook(_BlockWeights._join_old_blocks)
+        self._cast: tuple = ()
+
+    @property
+    def weights(self) -> tuple[torch.Tensor, ...]:
+        """The weight blocks, views of ``weight``, in ``pairs`` order."""
+        return () if self.weight is None else self.split(self.weight)
+
+    def split(self, flat: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """A flat tensor laid out like ``weight`` (the weight, its gradient) as per-pair block views."""
+        sizes = [math.prod(shape) for shape in self.block_shapes]
+        return tuple(part.view(shape) for part, shape in zip(flat.split(sizes), self.block_shapes))
+
+    def _profiles_as(self, dtype: torch.dtype) -> torch.Tensor:
+        """The ``profiles`` buffer (kept in float64) in ``dtype``, converted once per buffer and dtype
+        rather than every step (a copy op per layer and step)."""
+        profiles = self.profiles
+        if profiles.dtype == dtype or torch.compiler.is_compiling():
+            return profiles.to(dtype)
+        key = (profiles.data_ptr(), profiles.device, dtype)
+        if not self._cast or self._cast[0] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                self._cast = (key, profiles.to(dtype))
+        return self._cast[1]
+
+    @staticmethod
+    def _join_old_blocks(module, state_dict, prefix, *_) -> None:
+        old = [f"{prefix}weights.{i}" for i in range(len(module.block_shapes))]
+        if f"{prefix}weight" not in state_dict and old and all(key in state_dict for key in old):
+            state_dict[f"{prefix}weight"] = torch.cat([state_dict.pop(key).flatten() for key in old])
 
 
-def _bag_tables(entries: list[torch.Tensor], rows: list[torch.Tensor], sources: list[torch.Tensor], size: int):
-    """``(rows, sources, offsets)`` of an embedding bag with one bag per output entry ``0..size-1``: the
-    terms ``(entry, profile row, weight index)`` sorted by entry, as int32 (embedding_bag takes it)."""
+def _register_bag(module: nn.Module, entries: list[torch.Tensor], rows: list[torch.Tensor],
+                  sources: list[torch.Tensor], size: int) -> None:
+    """Give ``module`` the tables of an embedding bag with one bag per output entry ``0..size-1``: the
+    terms ``(entry, profile row, weight index)`` sorted by entry, as int32 buffers ``bag_rows``,
+    ``bag_src``, ``bag_offsets`` and ``bag_of`` (each term's entry: embedding_bag's ``offset2bag``, which
+    its per-sample-weight backward needs and which is fixed, so built here instead of every step)."""
     if not entries:  # a layer without weights (no equivariant map between its irreps)
         entries = rows = sources = [torch.zeros(0, dtype=torch.long)]
     entry = torch.cat(entries)
     order = torch.argsort(entry, stable=True)
     counts = torch.bincount(entry, minlength=size)
-    return torch.cat(rows)[order].int(), torch.cat(sources)[order].int(), (torch.cumsum(counts, 0) - counts).int()
+    tables = {"bag_rows": torch.cat(rows)[order], "bag_src": torch.cat(sources)[order],
+              "bag_offsets": torch.cumsum(counts, 0) - counts, "bag_of": entry[order]}
+    for name, table in tables.items():
+        module.register_buffer(name, table.int(), persistent=False)
 
 
-def _profile_bag(w: torch.Tensor, profiles: torch.Tensor, rows, offsets, src) -> torch.Tensor:
-    """``(size, width)``: entry ``e`` is ``sum_{n in bag e} w[src[n]] profiles[rows[n]]``."""
+def _profile_bag(module: nn.Module, w: torch.Tensor, profiles: torch.Tensor) -> torch.Tensor:
+    """``(size, width)``: entry ``e`` is ``sum_{n in bag e} w[src[n]] profiles[rows[n]]``, with the
+    tables of :func:`_register_bag` on ``module``."""
+    rows, offsets, src = module.bag_rows, module.bag_offsets, module.bag_src
     if torch.compiler.is_compiling():  # traced: the plain op (the autograd.Function would break the graph)
         return F.embedding_bag(rows, profiles, offsets, mode="sum", per_sample_weights=w[src])
-    return _ProfileBag.apply(w, profiles, rows, offsets, src)
+    return _ProfileBag.apply(w, profiles, rows, offsets, src, module.bag_of)
 
 
-def channel_map(M: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, conv: bool) -> torch.Tensor:
-    """``(b, C_in, H, W) -> (b, C_out, H, W)``: ``M x + bias`` at every point.
+CHANNEL_MAP_METHODS = ("conv", "bmm")
 
-    ``conv``: as a 1x1 convolution (oneDNN on CPU: 1.3-1.7x faster than the matmul there), else as one
-    broadcast matmul (cuBLAS on a GPU; with the 1x1 convolution and the one-op kernel together the
-    240-channel steerable step on an H200 took 52 ms against 41 ms before, which of the two not isolated).
+
+def channel_map(M: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, method: str) -> torch.Tensor:
+    """``(b, C_in, H, W) -> (b, C_out, H, W)``: ``M x + bias`` at every point, computed as
+
+    - ``"conv"``: a 1x1 convolution (oneDNN on CPU, cuDNN on a GPU): one op forward, one backward;
+    - ``"bmm"``: ``baddbmm`` of ``M`` broadcast over the batch (cuBLAS), three ops with the backward.
+
+    A plain ``M @ x`` (what this was) transposes ``x`` and its output to contiguous copies forward and
+    backward: 12 ops and four activation-sized copies per map.
     """
-    if conv:
+    if method == "conv":
         return F.conv2d(x, M[:, :, None, None], bias)
-    out = (M @ x.flatten(2)).unflatten(2, x.shape[2:])  # (o, c) @ (b, c, h w)
-    return out if bias is None else out + bias.to(out.dtype)[:, None, None]
+    if method != "bmm":
+        raise ValueError(f"channel_map: method must be one of {CHANNEL_MAP_METHODS}, got {method!r}")
+    flat = x.flatten(2)  # (b, c, h w)
+    M = M.expand(x.shape[0], -1, -1)
+    out = torch.bmm(M, flat) if bias is None else torch.baddbmm(bias[None, :, None].to(x.dtype), M, flat)
+    return out.unflatten(2, x.shape[2:])
 
 
-class SteerableLinear(nn.Module):
+class SteerableLinear(_BlockWeights):
     """Pointwise equivariant channel map ``(b, C_in, H, W) -> (b, C_out, H, W)``.
 
     Block ``(out a, in b)`` of the matrix is ``sum_n w[i, j, n] B_n`` with ``B_n`` from
@@ -115,7 +173,7 @@ class SteerableLinear(nn.Module):
         self.irreps_in, self.irreps_out = Irreps.parse(irreps_in), Irreps.parse(irreps_out)
         self.group = group
         self.pairs: list[tuple[int, int]] = []
-        self.weights = nn.ParameterList()
+        blocks: list[torch.Tensor] = []
         std = 1 / math.sqrt(self.irreps_in.num_channels)
         out_sl, in_sl = self.irreps_out.slices(), self.irreps_in.slices()
         n_in = self.irreps_in.num_channels
@@ -126,7 +184,7 @@ class SteerableLinear(nn.Module):
                 if basis.shape[0] == 0:
                     continue
                 self.pairs.append((a, b))
-                self.weights.append(nn.Parameter(std * torch.randn(m_a, m_b, basis.shape[0])))
+                blocks.append(std * torch.randn(m_a, m_b, basis.shape[0]))
                 n, d_a, d_b = basis.shape
                 # i/j = out/in copy, k = basis element, o/c = out/in component
                 i, j, k, o, c = torch.meshgrid(*(torch.arange(s) for s in (m_a, m_b, n, d_a, d_b)), indexing="ij")
@@ -140,31 +198,28 @@ class SteerableLinear(nn.Module):
         # The matrix is an embedding bag like SteerableSpectralConv's kernel, with 1-wide profile rows:
         # one row per term, holding its basis coefficient.
         terms = torch.cat(coefs) if coefs else torch.zeros(0, dtype=torch.float64)
-        rows, src, offsets = _bag_tables(entries, [torch.arange(len(terms))], sources,
-                                         self.irreps_out.num_channels * n_in)
+        _register_bag(self, entries, [torch.arange(len(terms))], sources, self.irreps_out.num_channels * n_in)
+        self._set_blocks(blocks)
         self.register_buffer("profiles", terms[:, None], persistent=False)
-        self.register_buffer("bag_rows", rows, persistent=False)
-        self.register_buffer("bag_src", src, persistent=False)
-        self.register_buffer("bag_offsets", offsets, persistent=False)
         invariant = ("0",) if group == "O2" else ("0", "0-")
         mask = torch.zeros(self.irreps_out.num_channels)
         for sl, _, label in _blocks(self.irreps_out):
             if label in invariant:
                 mask[sl] = 1
         self.register_buffer("bias_mask", mask, persistent=False)
+        self.method = "conv"  # how the map is computed (channel_map; the same map either way)
         self.bias = nn.Parameter(torch.zeros(self.irreps_out.num_channels)) if bias and mask.any() else None
 
     def matrix(self) -> torch.Tensor:
         """``(C_out, C_in)``."""
         shape = (self.irreps_out.num_channels, self.irreps_in.num_channels)
-        if not len(self.weights):
+        if self.weight is None:
             return self.bias_mask.new_zeros(shape)
-        w = _flat(self.weights)
-        return _profile_bag(w, self.profiles.to(w.dtype), self.bag_rows, self.bag_offsets, self.bag_src).reshape(shape)
+        return _profile_bag(self, self.weight, self._profiles_as(self.weight.dtype)).reshape(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else (self.bias * self.bias_mask).to(x.dtype)
-        return channel_map(self.matrix().to(x.dtype), x, bias, conv=x.device.type == "cpu")
+        return channel_map(self.matrix().to(x.dtype), x, bias, self.method)
 
     def extra_repr(self) -> str:
         return f"'{self.irreps_in}' -> '{self.irreps_out}', group={self.group}"
@@ -278,17 +333,18 @@ class _ProfileBag(torch.autograd.Function):
 
     Its own autograd.Function because ``torch.func.jvp`` (the Lie-derivative penalties) cannot pass through
     ``embedding_bag`` when its per-sample weights require a gradient (it tries to make its integer outputs
-    dual). Backward re-runs the bag for the per-sample-weight gradient and scatters it onto ``w``; the
-    forward-mode rule is the same linear bag applied to the tangent of ``w``."""
+    dual). Backward is embedding_bag's own per-sample-weight gradient (``grad[bag_of[n]] . profiles[rows[n]]``
+    per term, one kernel, with the fixed ``bag_of`` table instead of a second forward pass to make it)
+    scattered onto ``w``; the forward-mode rule is the same linear bag applied to the tangent of ``w``."""
 
     @staticmethod
-    def forward(w, profiles, rows, offsets, src):
+    def forward(w, profiles, rows, offsets, src, bag_of):
         return F.embedding_bag(rows, profiles, offsets, mode="sum", per_sample_weights=w[src])
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        w, profiles, rows, offsets, src = inputs
-        ctx.save_for_backward(profiles, rows, offsets, src)
+        w, profiles, rows, offsets, src, bag_of = inputs
+        ctx.save_for_backward(profiles, rows, offsets, src, bag_of)
         ctx.save_for_forward(profiles, rows, offsets, src)
         ctx.size = w.numel()
 
@@ -300,12 +356,10 @@ class _ProfileBag(torch.autograd.Function):
                 "which autograd cannot differentiate): second-order training through a SteerableFNO "
                 "(create_graph=True) is not supported"
             )
-        profiles, rows, offsets, src = ctx.saved_tensors
-        with torch.enable_grad():
-            per_sample = torch.zeros(src.numel(), dtype=grad.dtype, device=grad.device, requires_grad=True)
-            out = F.embedding_bag(rows, profiles.detach(), offsets, mode="sum", per_sample_weights=per_sample)
-            (g,) = torch.autograd.grad(out, per_sample, grad)
-        return grad.new_zeros(ctx.size).index_add_(0, src, g), None, None, None, None
+        profiles, rows, offsets, src, bag_of = ctx.saved_tensors
+        per_term = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+            grad.contiguous(), profiles, rows, offsets, bag_of, _BAG_SUM)
+        return grad.new_zeros(ctx.size).index_add_(0, src, per_term), None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, w_tangent, *_):
@@ -313,7 +367,7 @@ class _ProfileBag(torch.autograd.Function):
         return F.embedding_bag(rows, profiles, offsets, mode="sum", per_sample_weights=w_tangent[src])
 
 
-class SteerableSpectralConv(nn.Module):
+class SteerableSpectralConv(_BlockWeights):
     """Spectral convolution ``(b, C_in, H, W) -> (b, C_out, H, W)`` with the steerable kernel ``W(k)``
     of the module docstring on the disc ``|k| <= K`` (``K < min(H, W) / 2``)."""
 
@@ -332,7 +386,7 @@ class SteerableSpectralConv(nn.Module):
         spacing = K / n_radial
         harmonics = harmonic_values(L, theta)  # (h, y, x)
         self.pairs: list[tuple[int, int, bool]] = []
-        self.weights = nn.ParameterList()
+        blocks: list[torch.Tensor] = []
         fan_in = self.irreps_in.num_channels * n_radial
         out_sl, in_sl = self.irreps_out.slices(), self.irreps_in.slices()
         n_in, Y, X = self.irreps_in.num_channels, 2 * K + 1, K + 1
@@ -353,7 +407,7 @@ class SteerableSpectralConv(nn.Module):
                     kern = kern.reshape(-1, *kern.shape[2:])
                     self.register_buffer(f"basis_{a}_{b}_{int(odd)}", kern, persistent=False)
                     self.pairs.append((a, b, odd))
-                    self.weights.append(nn.Parameter(torch.randn(m_a, m_b, kern.shape[0]) / math.sqrt(fan_in)))
+                    blocks.append(torch.randn(m_a, m_b, kern.shape[0]) / math.sqrt(fan_in))
                     # One profile row per (basis element q, out component o, in component c) that is not
                     # zero, real or imaginary part by parity; every (i, j) copy pair reuses it.
                     q, d_a, d_b = kern.shape[:3]
@@ -373,11 +427,9 @@ class SteerableSpectralConv(nn.Module):
                     offset += m_a * m_b * q
         # W(k) flattened to (C_out C_in, 2K+1, K+1, 2) is an embedding bag: entry e sums profile rows
         # bag_rows[e's bag] weighted by the weights bag_src[e's bag] (one op; see kernel()).
-        rows, src, offsets = _bag_tables(entries, rows, sources, self.irreps_out.num_channels * n_in)
+        _register_bag(self, entries, rows, sources, self.irreps_out.num_channels * n_in)
         self.register_buffer("profiles", torch.cat(profiles), persistent=False)
-        self.register_buffer("bag_rows", rows, persistent=False)
-        self.register_buffer("bag_src", src, persistent=False)
-        self.register_buffer("bag_offsets", offsets, persistent=False)
+        self._set_blocks(blocks)
 
     def kernel(self) -> torch.Tensor:
         """``W(k)``: ``(C_out, C_in, 2K+1, K+1)`` complex, rows ``k_y = -K..K``, columns ``k_x = 0..K``.
@@ -385,8 +437,7 @@ class SteerableSpectralConv(nn.Module):
         Built as one ``embedding_bag`` (a weighted sum of shared profile rows per kernel entry) from the
         concatenated weights: the kernel is rebuilt every training step, and on a GPU its cost is the
         number of ops (a matmul per irrep-block pair cost ~150 ops with their backward, this ~15)."""
-        w = _flat(self.weights)
-        flat = _profile_bag(w, self.profiles.to(w.dtype), self.bag_rows, self.bag_offsets, self.bag_src)
+        flat = _profile_bag(self, self.weight, self._profiles_as(self.weight.dtype))
         shape = (self.irreps_out.num_channels, self.irreps_in.num_channels, 2 * self.K + 1, self.K + 1, 2)
         return torch.view_as_complex(flat.reshape(shape))
 
