@@ -43,8 +43,9 @@ python3 -c "import torch, neuralop; print('torch', torch.__version__, 'cuda', to
 step steerable_step 90 python3 experiments/bench_steerable.py --device cuda --steps 20 --warmup 3
 step steerable_profile 90 python3 experiments/bench_steerable.py --device cuda --steps 10 --warmup 2 \
     --models gated_r12_params --profile
+step steerable_cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py -k "steerable"
 step steerable_compiled 150 python3 experiments/bench_steerable.py --device cuda --steps 10 --warmup 2 --compile default \
-    --models steerable_width,gated_r12_params
+    --models gated_r12_params
 step steerable_graphs 120 python3 experiments/bench_steerable.py --device cuda --steps 10 --warmup 3 \
     --compile reduce-overhead --models gated_r12_params
 step gfno_step 90 python3 experiments/bench_gfno_step.py --device cuda --steps 30 --warmup 5 --profile
