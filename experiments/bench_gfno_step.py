@@ -166,7 +166,12 @@ def profile_step(name: str, model: torch.nn.Module, u: torch.Tensor, target: tor
             wall += timed(step, device)
     events = prof.key_averages()
     key = "self_device_time_total" if device == "cuda" else "self_cpu_time_total"
-    busy = sum(getattr(e, key) for e in events) / steps / 1e3
+    if device == "cuda":  # the kernels alone: op rows repeat their kernels' time, annotations span them
+        busy = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA
+                   and not getattr(e, "is_user_annotation", False))
+    else:
+        busy = sum(e.self_cpu_time_total for e in events)
+    busy /= steps * 1e3
     print(f"profile {name}: {wall / steps * 1e3:.1f} ms/step wall (profiled), {busy:.1f} ms/step "
           f"{'GPU kernels' if device == 'cuda' else 'CPU op self time'}")
     print(events.table(sort_by=key, row_limit=rows, max_name_column_width=48))
