@@ -137,9 +137,7 @@ def ops_per_step(model: torch.nn.Module, u: torch.Tensor, target: torch.Tensor) 
     """ATen ops in one eager training step (forward, loss, backward, Adam update), after one warm-up step.
 
     A GPU step of these small operators is bound by kernel launches and the Python that issues them, so
-    this count predicts the GPU cost where the CPU's timing cannot. It is the count of the device the
-    inputs are on: SteerableFNO's channel maps are a 1x1 convolution on CPU and a matmul elsewhere
-    (1,154 against 1,316 ops for the benchmark's steerable models)."""
+    this count predicts the GPU cost where the CPU's timing cannot (the same ops run on every device)."""
     step = step_fn(model, u, target, compiled=False, foreach=True)  # Adam's multi-tensor update, as on a GPU
     step()
     with _CountOps() as counter:

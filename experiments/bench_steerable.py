@@ -19,10 +19,11 @@ A step is forward + MSE + backward + Adam update; the operators alternate step b
 machine load hit all alike. Prints median step times, the ratios to ``fno``, and the ATen ops per step
 (see ``bench_gfno_step.ops_per_step``: what a launch-bound GPU step pays for).
 
-Measured (CPU, 1 thread, shared 2-core machine, 3 steps after 1 warm-up; experiments/README.md): fno 193 ms
-(758,754 params, 699 ops); steerable_params x19.4 (240 channels, 1,154 ops); steerable_width x0.71;
-gated_params x21.7 (210 channels); gated_r12_params x4.78 (110 channels, 1,112 ops). The 1.5x target at
-equal parameter count is not met on CPU, where the step is bound by activation size.
+Measured (session 4; experiments/README.md): CPU, 1 thread, 3 steps after 1 warm-up: fno 186 ms (758,754
+params, 699 ops); steerable_params x16.8 (240 channels, 818 ops); steerable_width x0.69; gated_params
+x19.1 (210 channels, 698 ops); gated_r12_params x4.01 (110 channels, 698 ops) -- the CPU step is bound
+by activation size. H200, ``--device cuda --steps 20 --warmup 3``: fno 11 ms; x1.33 / x1.27 / x1.18 /
+**x1.17** (launch-bound: equal op counts give nearly equal steps); ``--compile default`` x0.95.
 
     python experiments/bench_steerable.py [--steps 10] [--warmup 2] [--threads N] [--device cpu|cuda]
 """

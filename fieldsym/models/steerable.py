@@ -143,7 +143,9 @@ def channel_map(M: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, met
     - ``"bmm"``: ``baddbmm`` of ``M`` broadcast over the batch (cuBLAS), three ops with the backward.
 
     A plain ``M @ x`` (what this was) transposes ``x`` and its output to contiguous copies forward and
-    backward: 12 ops and four activation-sized copies per map.
+    backward: 12 ops and four activation-sized copies per map. On an H200 both methods gave the same
+    step time (the benchmark's gated model: 13 ms either way, experiments/README.md "Third lending"),
+    so ``SteerableLinear.method`` is ``"conv"`` on every device (fewer ops; oneDNN 1.3-1.7x faster on CPU).
     """
     if method == "conv":
         return F.conv2d(x, M[:, :, None, None], bias)
@@ -162,7 +164,7 @@ class SteerableLinear(_BlockWeights):
     :func:`~fieldsym.constraints.channel_basis`; a bias only on invariant blocks (``"0"``, and ``"0-"``
     under SO(2)).
 
-    The matrix is rebuilt every step as one embedding bag over the concatenated weights: entry ``e`` of
+    The matrix is rebuilt every step as one embedding bag over the flat weight: entry ``e`` of
     the flattened matrix is ``sum_t coef_t w_flat[src_t]`` over its few terms (the basis elements are
     sparse: ``I`` and ``J`` for vector pairs). A handful of ops whatever the number of blocks, where a
     matmul per block pair costs a dozen ops each (a GPU step pays per op).
@@ -435,7 +437,7 @@ class SteerableSpectralConv(_BlockWeights):
         """``W(k)``: ``(C_out, C_in, 2K+1, K+1)`` complex, rows ``k_y = -K..K``, columns ``k_x = 0..K``.
 
         Built as one ``embedding_bag`` (a weighted sum of shared profile rows per kernel entry) from the
-        concatenated weights: the kernel is rebuilt every training step, and on a GPU its cost is the
+        flat weight: the kernel is rebuilt every training step, and on a GPU its cost is the
         number of ops (a matmul per irrep-block pair cost ~150 ops with their backward, this ~15)."""
         flat = _profile_bag(self, self.weight, self._profiles_as(self.weight.dtype))
         shape = (self.irreps_out.num_channels, self.irreps_in.num_channels, 2 * self.K + 1, self.K + 1, 2)
