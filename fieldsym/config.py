@@ -9,7 +9,8 @@ into one line each, with the dotted path and, for a choice, the allowed values::
     training.optimiser: unknown key; allowed keys: epochs, batch_size, optimizer, ...
 
 The core (fields, groups, grid, lie, penalties, models, data) never imports this module; the
-``build_*`` functions at the bottom are where config values become operators, penalties and data specs.
+``build_*`` functions at the bottom are where config values become operators, penalties and data specs,
+and :func:`resolve_operators` writes out every operator default, the form a run stores.
 An :class:`ExperimentConfig` round-trips through :meth:`ExperimentConfig.to_dict` (plain data, stored in
 checkpoints) and :meth:`ExperimentConfig.to_yaml`.
 
@@ -600,15 +601,44 @@ def build_model(op: OperatorConfig, in_type: FieldType, out_type: FieldType,
     periodicity from ``grid`` unless ``options`` set ``periodic``.
     """
     from fieldsym.models import build_operator  # neuralop is slow to import; only runs that build need it
+
+    try:
+        return build_operator(op.kind, in_type, out_type, **_options(op, grid))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"operators[{op.name}].options: {error}") from error
+
+
+def resolve_operators(config: ExperimentConfig, in_type: FieldType, out_type: FieldType,
+                      grid: Grid | None = None) -> ExperimentConfig:
+    """``config`` with each operator's ``options`` written out in full: the periodicity :func:`build_model`
+    takes from ``grid`` and every default of the operator's constructor
+    (:func:`fieldsym.models.build.resolved_options`).
+
+    A run stores this form, so its config rebuilds its model after an operator default changes, and two
+    configs that differ only in writing out a default resolve to the same options. :func:`build_model`
+    builds the same model from either form.
+    """
+    from fieldsym.models.build import resolved_options
+
+    operators = []
+    for op in config.operators:
+        try:
+            options = resolved_options(op.kind, in_type, out_type, _options(op, grid))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"operators[{op.name}].options: {error}") from error
+        operators.append(op.model_copy(update={"options": options}))
+    return config.model_copy(update={"operators": operators})
+
+
+def _options(op: OperatorConfig, grid: Grid | None) -> dict[str, Any]:
+    """The keyword arguments of ``op``'s constructor: its options, and the data's periodicity for kinds that
+    act about the grid's centre unless the options set ``periodic``."""
     from fieldsym.models.build import CENTRED_KINDS
 
     options = dict(op.options)
     if op.kind in CENTRED_KINDS and grid is not None:
         options.setdefault("periodic", grid.periodic)
-    try:
-        return build_operator(op.kind, in_type, out_type, **options)
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"operators[{op.name}].options: {error}") from error
+    return options
 
 
 def build_symmetry(op: OperatorConfig, in_type: FieldType, out_type: FieldType,

@@ -30,7 +30,9 @@ Why it is built this way:
   ``last.pt`` (:func:`fieldsym.train.train` with ``resume``), so an interrupted experiment is continued by
   running the same command again. A finished or half-finished run made with a *different* config is an
   error naming the keys that differ: silently reusing stale results, or silently discarding them, would
-  both be worse.
+  both be worse. Operator options are compared written out in full (every default of the constructor,
+  :func:`fieldsym.config.resolve_operators`, the form a run stores): writing out a default is no difference,
+  and neither is a later change of a default for a run stored in that form.
 - *Evaluation lives with the run.* ``result.json`` and ``examples.npz`` (one test sample and its quarter
   turn, with the prediction) hold everything the table and the report need, so neither reloads a model.
 - Every output file is written to a temporary name and moved into place (``os.replace``).
@@ -52,9 +54,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from fieldsym.config import ConfigError, ExperimentConfig, build_data_spec, dataset_path
+from fieldsym.config import ConfigError, ExperimentConfig, build_data_spec, dataset_path, resolve_operators
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.discovery import discover
+from fieldsym.fields import FieldType
+from fieldsym.grid import Grid
 from fieldsym.groups import C4, algebra, finite_group
 from fieldsym.train import Probe, evaluate, load_operator, resolve_device, train
 
@@ -139,15 +143,16 @@ def run_one(config: ExperimentConfig, run: Run, out: Path, test_set: FieldDatase
     run_cfg = config.for_run(run.operator, run.train_size, run.seed)
     run_dir = out / "runs" / run.key
     done = run_dir / RESULT
+    data = (test_set.in_type, test_set.out_type, test_set.grid)  # what the operator options resolve for
     if done.exists():
         result = json.loads(done.read_text())
-        _check_same_config(run_dir, result["config"], run_cfg)
+        _check_same_config(run_dir, result["config"], run_cfg, *data)
         logger.info("%s: finished earlier, skipped (test rel L2 %.4g)", run.key, result["row"]["test_rel_l2"])
         return result["row"]
     if (run_dir / "last.pt").exists():
         from fieldsym.checkpoint import load_checkpoint
 
-        _check_same_config(run_dir, load_checkpoint(run_dir / "last.pt")["config"], run_cfg)
+        _check_same_config(run_dir, load_checkpoint(run_dir / "last.pt")["config"], run_cfg, *data)
     trained = train(run_cfg, run_dir, resume=True)
     device, _ = resolve_device(run_cfg.training)
     operator = load_operator(run_dir / "best.pt", test_set.grid, device)
@@ -161,7 +166,7 @@ def run_one(config: ExperimentConfig, run: Run, out: Path, test_set: FieldDatase
            "train_seconds": sum(m["seconds"] for m in trained.metrics),
            "eval_seconds": time.perf_counter() - started, "run_dir": str(run_dir.relative_to(out))}
     save_npz(run_dir / EXAMPLES, examples)
-    write_text(done, json.dumps({"config": run_cfg.to_dict(), "row": row, "spectrum": spectrum,
+    write_text(done, json.dumps({"config": trained.config, "row": row, "spectrum": spectrum,
                                  "in_type": str(test_set.in_type), "out_type": str(test_set.out_type)}, indent=1))
     logger.info("%s: test rel L2 %.4g, quarter-turned %.4g, discovered: %s", run.key, row["test_rel_l2"],
                 row["turned_test_rel_l2"], row["discovered"])
@@ -339,15 +344,22 @@ def _turned(batches, in_type, out_type, periodic) -> Iterator[tuple[torch.Tensor
         yield QUARTER_TURN.act(x, in_type, periodic), QUARTER_TURN.act(y, out_type, periodic)
 
 
-def _check_same_config(run_dir: Path, stored: dict, run_cfg: ExperimentConfig) -> None:
-    """A run directory belongs to one config: refuse to mix results of two."""
+def _check_same_config(run_dir: Path, stored: dict, run_cfg: ExperimentConfig, in_type: FieldType,
+                       out_type: FieldType, grid: Grid) -> None:
+    """A run directory belongs to one config: refuse to mix results of two. ``in_type``, ``out_type``,
+    ``grid``: the run's data, which the operator options are resolved for."""
     # Re-read the stored config through today's schema first, so a field added since (with its default)
-    # is not a difference; a stored config the schema no longer accepts is compared as it is.
+    # is not a difference, then write out the operator options on both sides, so a default written out on
+    # one side only is not one either; what the schema or the constructor no longer accepts is compared as
+    # it is.
     try:
-        stored = ExperimentConfig.from_dict(stored, f"{run_dir} (stored config)").to_dict()
+        stored_cfg = ExperimentConfig.from_dict(stored, f"{run_dir} (stored config)")
+        stored = stored_cfg.to_dict()
+        stored = resolve_operators(stored_cfg, in_type, out_type, grid).to_dict()
     except ValueError:
         pass
-    differences = _differences(stored, run_cfg.to_dict())
+    new = resolve_operators(run_cfg, in_type, out_type, grid).to_dict()
+    differences = _differences(stored, new)
     if differences:
         shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
         raise RunnerError(
@@ -359,6 +371,9 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         return [d for key in dict.fromkeys([*old, *new])
                 for d in _differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))]
+    if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
+            and all(isinstance(v, dict) for v in old + new)):  # operators: name the option, not the whole list
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _differences(a, b, f"{path}[{i}]")]
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 

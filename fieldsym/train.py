@@ -49,7 +49,7 @@ from fieldsym import distributed
 from fieldsym.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng, load_checkpoint, load_model_state,
                                  model_state, restore_rng, save_checkpoint)
 from fieldsym.config import (ConfigError, ExperimentConfig, TrainingConfig, build_data_spec, build_model,
-                             build_symmetry, dataset_path)
+                             build_symmetry, dataset_path, resolve_operators)
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.data.loader import make_loader
 from fieldsym.data.normalization import FieldNormalizer, fit_normalizers
@@ -72,7 +72,8 @@ class TrainingDiverged(RuntimeError):
 @dataclasses.dataclass
 class TrainResult:
     """What a training call produced. ``operator`` maps physical fields to physical fields (the model
-    wrapped in its normalisers); ``metrics`` has one row per finished epoch, resumed epochs included."""
+    wrapped in its normalisers); ``metrics`` has one row per finished epoch, resumed epochs included;
+    ``config``: the plain-data config stored in the checkpoints."""
 
     out_dir: Path
     model: nn.Module
@@ -82,6 +83,7 @@ class TrainResult:
     best_epoch: int
     best_valid: float
     metrics: list[dict[str, float]]
+    config: dict = dataclasses.field(default_factory=dict)
 
 
 class NormalizedOperator(nn.Module):
@@ -232,7 +234,7 @@ def fit(
     finally:
         if writer is not None:
             writer.close()
-    return TrainResult(out_dir, model, operator, epoch, step, best["epoch"], best["valid"], metrics)
+    return TrainResult(out_dir, model, operator, epoch, step, best["epoch"], best["valid"], metrics, config or {})
 
 
 def _train_epoch(operator: NormalizedOperator, loader, optimizer, loss_fn, training: TrainingConfig, device,
@@ -470,7 +472,9 @@ def train(config: ExperimentConfig, out_dir: str | Path | None = None, resume: b
     ``operator``: its name (optional when the config has one). ``train_size``: number of training samples
     (the first of the training split); ``None`` takes ``experiment.train_sizes`` when it holds one value,
     else every training sample. ``out_dir``: default ``<experiment.out>/<experiment.name>/<operator>``.
-    The checkpoints store the run's own config (:meth:`ExperimentConfig.for_run`). Under torchrun every
+    The checkpoints store the run's own config (:meth:`ExperimentConfig.for_run`) with the operator's options
+    written out in full (:func:`~fieldsym.config.resolve_operators`: the data's periodicity and every default),
+    so it rebuilds this model after an operator default changes. Under torchrun every
     process calls this; each trains on its shard with ``training.batch_size`` samples per batch
     (:mod:`fieldsym.distributed`).
     """
@@ -487,6 +491,8 @@ def train(config: ExperimentConfig, out_dir: str | Path | None = None, resume: b
     normalizers = fit_normalizers(train_set) if run.dataset.normalize else (
         FieldNormalizer.identity(train_set.in_type), FieldNormalizer.identity(train_set.out_type))
     in_type, out_type, grid = train_set.in_type, train_set.out_type, train_set.grid
+    run = resolve_operators(run, in_type, out_type, grid)
+    op = run.operators[0]
     model = build_model(op, in_type, out_type, grid)
     augment, penalty = build_symmetry(op, in_type, out_type, grid)
     t = run.training

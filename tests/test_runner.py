@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,6 +18,8 @@ from fieldsym import runner
 from fieldsym.cli import main
 from fieldsym.config import load_config
 from fieldsym.data.writer import FieldSpec, write_dataset
+from fieldsym.fields import FieldType
+from fieldsym.grid import Grid
 from fieldsym.runner import run_experiment
 
 SAMPLES, N = 20, 16
@@ -170,7 +173,58 @@ def test_a_field_added_to_the_schema_since_a_run_is_not_a_difference(tmp_path):
         "operators": [{"name": "p", "symmetry": {"mode": "promoted"}}]})
     stored = config.to_dict()
     del stored["operators"][0]["symmetry"]["elements"]  # as written before the field existed
-    _check_same_config(tmp_path, stored, config)
+    data = FieldType.parse("u:scalar"), FieldType.parse("u:scalar"), Grid.regular(8)
+    _check_same_config(tmp_path, stored, config, *data)
     stored["operators"][0]["symmetry"]["gamma"] = 1.0
     with pytest.raises(RunnerError, match="gamma"):
-        _check_same_config(tmp_path, stored, config)
+        _check_same_config(tmp_path, stored, config, *data)
+
+
+def test_defaults_written_out_or_left_implicit_reuse_the_same_run_and_real_changes_are_refused(
+        data_file, tmp_path, monkeypatch):
+    path = tmp_path / "one.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        dataset: {{path: {data_file}, split: {{valid: 0.2, test: 0.2}}}}
+        task: {{inputs: [u], outputs: [u], times: {{mode: one_step, t_in: 0, t_out: 1}}}}
+        operators:
+          - name: gfno
+            kind: gfno
+            options: {{group: C4, n_modes: 6, hidden_channels: 2, n_layers: 2}}
+        training: {{epochs: 1, batch_size: 4, device: cpu, eval_samples: 2}}
+        experiment: {{name: one, out: {tmp_path / "out"}, train_sizes: [6], evaluation_generators: [Tx]}}
+        """))
+    implicit = load_config(path)
+    # GroupFNO's defaults, and the data's periodicity that the runner hands to it, written out:
+    spelled = implicit.with_overrides(["operators[0].options.positional_embedding=false",
+                                       "operators[0].options.periodic=[true, true]",
+                                       "operators[0].options.lifting_channel_ratio=2"])
+    out = run_experiment(implicit, report=False)
+    done = out / "runs" / "gfno" / "n6-s0" / runner.RESULT
+    result = json.loads(done.read_text())
+    options = result["config"]["operators"][0]["options"]
+    assert options["periodic"] == [True, True] and options["grid_gate"] == 0.0  # stored written out
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run of the same config was trained again")
+
+    monkeypatch.setattr(runner, "train", no_training)
+    before = done.read_text()
+    for config in (spelled, implicit):
+        run_experiment(config, report=False)
+    # Runs stored before their options were written out hold what the user wrote, either way.
+    for stored, config in ((implicit, spelled), (spelled, implicit)):
+        done.write_text(json.dumps({**result, "config": stored.for_run("gfno", 6, 0).to_dict()}))
+        run_experiment(config, report=False)
+    done.write_text(before)
+    with (out / "results.csv").open() as f:
+        assert [r["test_rel_l2"] for r in csv.DictReader(f)] == [f"{result['row']['test_rel_l2']:.6g}"]
+
+    # A value that differs is refused, whether the other side wrote it out or left it to the default.
+    for override, difference in (("hidden_channels=3", "hidden_channels: 2 -> 3"),
+                                 ("positional_embedding=true", "positional_embedding: False -> True"),
+                                 ("periodic=[true, false]", "periodic: [True, True] -> [True, False]")):
+        for stored in (before, json.dumps({**result, "config": implicit.for_run("gfno", 6, 0).to_dict()})):
+            done.write_text(stored)
+            with pytest.raises(runner.RunnerError, match=r"holds a run of a different config \(operators\[0\]"
+                                                         rf"\.options\.{re.escape(difference)}\)"):
+                run_experiment(implicit.with_overrides([f"operators[0].options.{override}"]), report=False)

@@ -14,7 +14,7 @@ from torch import nn
 
 from fieldsym.checkpoint import CheckpointError, load_checkpoint
 from fieldsym.cli import main
-from fieldsym.config import ConfigError, ExperimentConfig, TrainingConfig, load_config
+from fieldsym.config import ConfigError, ExperimentConfig, TrainingConfig, load_config, resolve_operators
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.data.loader import make_loader
 from fieldsym.data.normalization import fit_normalizers
@@ -67,7 +67,8 @@ def test_tiny_run_learns_and_logs_every_metric(data_file, tmp_path):
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
     assert last["epoch"] == 3 and best["epoch"] == result.best_epoch
-    assert ExperimentConfig.from_dict(last["config"]) == config.for_run("fno")
+    stored = resolve_operators(config.for_run("fno"), result.model.in_type, result.model.out_type)
+    assert ExperimentConfig.from_dict(last["config"]) == stored
     u = torch.randn(3, 1, N, N)
     with torch.no_grad():
         assert torch.equal(load_operator(out / "last.pt")(u), result.operator.eval()(u))
@@ -237,3 +238,32 @@ def test_residual_free_path_gets_its_own_weight_decay(data_file, tmp_path):
         fit_run(data_file, tmp_path / "run", NuclearPenalty, init_seed=0, resume=True,
                 make_model=lambda i, o: residual(i, o, free_weight_decay=None))
 
+
+
+def test_a_stored_run_rebuilds_its_model_after_an_operator_default_changes(data_file, tmp_path, monkeypatch):
+    """The checkpoint's config names every option the operator was built with, defaults included, so a later
+    change of a default (here FieldFNO's positional embedding) does not change the model it rebuilds; a config
+    stored without them (as before) gets the CheckpointError that says so."""
+    from fieldsym.checkpoint import save_checkpoint
+    from fieldsym.models import build as build_module
+
+    result = train(config_for(data_file, tmp_path, "training.epochs=1"))
+    path = result.out_dir / "last.pt"
+    state = load_checkpoint(path)
+    options = state["config"]["operators"][0]["options"]
+    assert options["positional_embedding"] is True and options["rank"] == 1.0  # FieldFNO's defaults
+    assert options["channel_mlp_expansion"] == 0.5 and options["fno_skip"] == "linear"  # neuralop FNO's
+    assert options["n_modes"] == [6, 6] and options["hidden_channels"] == 8  # as the user wrote them
+    assert result.config == state["config"]
+    old_style = {**state, "config": config_for(data_file, tmp_path / "old", "training.epochs=1").for_run().to_dict()}
+    save_checkpoint(tmp_path / "old.pt", old_style)
+
+    def new_defaults(in_type, out_type, positional_embedding=False, **rest):
+        return FieldFNO(in_type, out_type, positional_embedding=positional_embedding, **rest)
+
+    monkeypatch.setitem(build_module._CONSTRUCTORS, "fno", new_defaults)
+    u = torch.randn(3, 1, N, N)
+    with torch.no_grad():
+        assert torch.equal(load_operator(path)(u), result.operator.eval()(u))
+    with pytest.raises(CheckpointError, match=r"old.pt: its weights do not fit .* Delete the run directory"):
+        load_operator(tmp_path / "old.pt")

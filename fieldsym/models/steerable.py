@@ -525,8 +525,7 @@ class SteerableFNO(nn.Module):
             )
         self.in_type, self.out_type = FieldType.parse(in_type), FieldType.parse(out_type)
         self.group, self.n_modes = group, n_modes
-        default = "16x0 + 8x1 + 4x2" if group == "SO2" else "8x0 + 8x0- + 8x1 + 4x2"
-        hidden = Irreps.parse(hidden_irreps if hidden_irreps is not None else default)
+        hidden = Irreps.parse(hidden_irreps if hidden_irreps is not None else default_hidden_irreps(group))
         self.hidden_irreps = hidden
         in_irreps = Irreps.from_field_type(self.in_type)
         self.periodic = tuple(bool(p) for p in periodic)
@@ -540,7 +539,7 @@ class SteerableFNO(nn.Module):
         # what a layer feeding an activation outputs: the hidden irreps, plus the gates for "gate"
         gated = hidden if activation == "norm" else GateActivation(hidden).input_irreps
         widths = [gated] * (n_layers - 1) + [hidden]
-        self.n_radial = 2 * K if n_radial is None else n_radial
+        self.n_radial = default_n_radial(n_modes) if n_radial is None else n_radial
         self.convs = nn.ModuleList(SteerableSpectralConv(hidden, w, K, group, self.n_radial) for w in widths)
         self.skips = nn.ModuleList(SteerableLinear(hidden, w, group) for w in widths)
         self.acts = nn.ModuleList(act(hidden) for _ in range(n_layers - 1))
@@ -569,6 +568,20 @@ class SteerableFNO(nn.Module):
             f"in_type='{self.in_type}', out_type='{self.out_type}', group={self.group}, "
             f"hidden_irreps='{self.hidden_irreps}', n_modes={self.n_modes}, activation={self.activation}"
         )
+
+
+# The defaults of SteerableFNO that depend on another argument, as functions: the constructor and
+# fieldsym.models.build.resolved_options (which writes them into a run's stored config) share them.
+
+
+def default_hidden_irreps(group: str) -> str:
+    """:class:`SteerableFNO`'s ``hidden_irreps`` when none is given: it depends on ``group``."""
+    return "16x0 + 8x1 + 4x2" if group == "SO2" else "8x0 + 8x0- + 8x1 + 4x2"
+
+
+def default_n_radial(n_modes: int) -> int:
+    """:class:`SteerableFNO`'s ``n_radial`` when none is given: ``2 K`` on the disc of radius ``K = n_modes // 2``."""
+    return 2 * (n_modes // 2)
 
 
 def steerable_layers(net: nn.Module, u: torch.Tensor) -> torch.Tensor:
