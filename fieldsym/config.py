@@ -310,7 +310,11 @@ class SchedulerConfig(_Section):
 class TrainingConfig(_Section):
     """``mixed_precision``: bf16 autocast; ``auto`` is on for CUDA, off on CPU (where it is refused).
     ``grad_clip``: max global gradient norm, null for none. ``eval_samples``: validation inputs on which
-    the equivariance errors are measured each epoch."""
+    the equivariance errors are measured each epoch. ``compile``: run the training forward through
+    ``torch.compile`` in that mode (``true`` = ``default``); worth it on a GPU, where small operators are
+    bound by kernel launches (H200: FNO 11 -> 9 ms per step, SteerableFNO 13 -> 9 ms), and it costs a
+    compilation of tens of seconds per run. ``reduce-overhead`` (CUDA graphs) is not offered: neuralop's
+    grid embedding caches a tensor that graph replay overwrites."""
 
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 16
@@ -323,11 +327,17 @@ class TrainingConfig(_Section):
     num_workers: Annotated[int, Field(ge=0)] = 0
     seed: int = 0
     eval_samples: PositiveInt = 4
+    compile: Literal["off", "default", "max-autotune"] = "off"
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _bool_as_switch(cls, value: Any) -> Any:
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _bool_as_mode(cls, value: Any) -> Any:
+        return {True: "default", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
 class ExperimentSection(_Section):

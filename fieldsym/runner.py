@@ -344,6 +344,11 @@ def _turned(batches, in_type, out_type, periodic) -> Iterator[tuple[torch.Tensor
         yield QUARTER_TURN.act(x, in_type, periodic), QUARTER_TURN.act(y, out_type, periodic)
 
 
+# Settings that change how a run is executed, not what it computes (beyond rounding): a finished or
+# interrupted run may be reused or resumed with others (say on a GPU machine, compiled, with loader workers).
+EXECUTION_SETTINGS = ("training.device:", "training.num_workers:", "training.compile:")
+
+
 def _check_same_config(run_dir: Path, stored: dict, run_cfg: ExperimentConfig, in_type: FieldType,
                        out_type: FieldType, grid: Grid) -> None:
     """A run directory belongs to one config: refuse to mix results of two. ``in_type``, ``out_type``,
@@ -359,7 +364,7 @@ def _check_same_config(run_dir: Path, stored: dict, run_cfg: ExperimentConfig, i
     except ValueError:
         pass
     new = resolve_operators(run_cfg, in_type, out_type, grid).to_dict()
-    differences = _differences(stored, new)
+    differences = [d for d in _differences(stored, new) if not d.startswith(EXECUTION_SETTINGS)]
     if differences:
         shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
         raise RunnerError(

@@ -23,6 +23,11 @@ Why these choices:
   weights with NaN. ``last.pt`` stays at the last finished epoch.
 - Mixed precision is bf16 autocast, on CUDA only (on CPU it is slow and its rounding would be an
   uncontrolled difference between machines).
+- ``training.compile`` compiles the training forward only: the symmetry penalties take ``torch.func``
+  derivatives and perturbed forwards of the eager module (same weights), evaluation runs eager (no
+  recompilation for eval mode), and checkpoints hold the plain module's state. The penalty then
+  recomputes its unperturbed forward eagerly, as under autocast: a finite difference between a compiled
+  and an eager forward would difference their rounding.
 """
 
 from __future__ import annotations
@@ -184,6 +189,7 @@ def fit(
                                         config, ddp)
     # Every training forward, the penalty's included, goes through the DDP wrapper (fieldsym.distributed).
     trained = NormalizedOperator(ddp.wrap(model), *normalizers)
+    forward = trained.model if training.compile == "off" else torch.compile(trained.model, mode=training.compile)
     writer = (SummaryWriter(out_dir / "tensorboard", purge_step=epoch + 1 if epoch else None) if ddp.is_main
               else None)
     try:
@@ -194,7 +200,7 @@ def fit(
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
             model.train()
-            totals, step = _train_epoch(trained, train_loader, optimizer, loss_fn, training, device, amp,
+            totals, step = _train_epoch(trained, forward, train_loader, optimizer, loss_fn, training, device, amp,
                                         augment, penalty, epoch, step, metrics, out_dir, ddp.is_main)
             totals = ddp.mean(totals)
             lr = optimizer.param_groups[0]["lr"]  # the rate this epoch used
@@ -237,11 +243,13 @@ def fit(
     return TrainResult(out_dir, model, operator, epoch, step, best["epoch"], best["valid"], metrics, config or {})
 
 
-def _train_epoch(operator: NormalizedOperator, loader, optimizer, loss_fn, training: TrainingConfig, device,
-                 amp: bool, augment, penalty, epoch: int, step: int, metrics: list, out_dir: Path,
-                 show_progress: bool = True) -> tuple[dict[str, float], int]:
-    """One pass over ``loader``; returns the epoch means (loss, data loss, penalty, penalty info) and the step."""
+def _train_epoch(operator: NormalizedOperator, forward: Callable, loader, optimizer, loss_fn,
+                 training: TrainingConfig, device, amp: bool, augment, penalty, epoch: int, step: int,
+                 metrics: list, out_dir: Path, show_progress: bool = True) -> tuple[dict[str, float], int]:
+    """One pass over ``loader``; returns the epoch means (loss, data loss, penalty, penalty info) and the step.
+    ``forward``: the model for the data loss (``operator.model``, or it compiled)."""
     model, in_norm, out_norm = operator.model, operator.in_norm, operator.out_norm
+    eager = forward is model
     sums: dict[str, float] = {}
     batches = 0
     last_finite = metrics[-1]["train_loss"] if metrics else math.nan
@@ -253,14 +261,17 @@ def _train_epoch(operator: NormalizedOperator, loader, optimizer, loss_fn, train
             x, y = augment(x, y)
         x_n = in_norm.encode(x)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out_n = model(x_n)
+            out_n = forward(x_n)
         data_loss = loss_fn(out_norm.decode(out_n.float()), y)
         penalty_value, info = torch.zeros((), device=device), {}
         if penalty is not None:
-            # Under autocast the prediction is bf16: a one-sided difference against it would be noise.
-            penalty_value, info = penalty(model, x_n, epoch, None if amp else out_n)
+            # Under autocast the prediction is bf16, compiled it has other rounding than the penalty's eager
+            # forwards: a one-sided difference against it would be noise.
+            penalty_value, info = penalty(model, x_n, epoch, out_n if eager and not amp else None)
         loss = data_loss + penalty_value
-        if not torch.isfinite(loss):
+        # One device-to-host copy per step for the check and the logs (each .item() would wait for the GPU).
+        loss_value, data_value, penalty_float = torch.stack([loss, data_loss, penalty_value]).detach().tolist()
+        if not math.isfinite(loss_value):
             raise TrainingDiverged(_divergence_message(loss, data_loss, penalty_value, epoch, step, last_finite,
                                                        training, out_dir))
         optimizer.zero_grad(set_to_none=True)
@@ -270,9 +281,8 @@ def _train_epoch(operator: NormalizedOperator, loader, optimizer, loss_fn, train
         optimizer.step()
         step += 1
         batches += 1
-        last_finite = float(loss.detach())
-        for key, value in {"train_loss": last_finite, "data_loss": float(data_loss.detach()),
-                           "penalty": float(penalty_value.detach()),
+        last_finite = loss_value
+        for key, value in {"train_loss": loss_value, "data_loss": data_value, "penalty": penalty_float,
                            **{f"penalty/{k}": v for k, v in info.items()}}.items():
             sums[key] = sums.get(key, 0.0) + value
         bar.set_postfix(loss=f"{sums['data_loss'] / batches:.4g}", penalty=f"{sums['penalty'] / batches:.3g}")

@@ -136,8 +136,11 @@ def smooth_file(tmp_path_factory):
     return low_pass_file(tmp_path_factory.mktemp("cuda") / "smooth.nc", 32, 16, "tests/test_cuda.py")
 
 
-@pytest.mark.parametrize("symmetry", ["none", "augmented", "promoted"])
-def test_bf16_training_on_cuda_learns_and_reloads_on_cpu(smooth_file, tmp_path, symmetry):
+@pytest.mark.parametrize("symmetry, compile_mode", [("none", "off"), ("augmented", "off"), ("promoted", "off"),
+                                                    ("promoted", "default")])
+def test_bf16_training_on_cuda_learns_and_reloads_on_cpu(smooth_file, tmp_path, symmetry, compile_mode):
+    """bf16 training on the GPU (also with the training forward compiled, ``training.compile``) learns, and
+    its checkpoint reloads on CPU to float32 rounding."""
     from fieldsym.config import load_config
     from fieldsym.train import load_operator, train
 
@@ -149,7 +152,7 @@ def test_bf16_training_on_cuda_learns_and_reloads_on_cpu(smooth_file, tmp_path, 
         "operators:\n"
         f"  - {{name: op, options: {{n_modes: [6, 6], hidden_channels: 8, n_layers: 2}}, symmetry: {sym}}}\n"
         "training: {epochs: 4, batch_size: 4, device: cuda, mixed_precision: auto, optimizer: {lr: 1.0e-2}, "
-        "eval_samples: 2}\n"
+        f"eval_samples: 2, compile: {compile_mode}}}\n"
         f"experiment: {{name: cuda, out: {tmp_path}}}\n")
     config = load_config(tmp_path / "config.yaml")
     result = train(config)

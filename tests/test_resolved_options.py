@@ -163,3 +163,15 @@ def test_unknown_options_and_bad_parts_are_refused_with_the_fix():
         resolved_options("residual", IN, OUT, {"equivariant": SMALL_GFNO, "free": {"kind": "gfno"}})
     with pytest.raises(ValueError, match="unknown operator kind 'gfn0'"):
         resolved_options("gfn0", IN, OUT, {})
+
+
+@pytest.mark.parametrize("inner, options", [
+    ("steerable", {"hidden_irreps": "2x0 + 1x1", "n_modes": 4, "n_layers": 1, "positional_embedding": True}),
+    ("gfno", {"group": "C4", "n_modes": 4, "hidden_channels": 2, "n_layers": 1, "positional_embedding": True}),
+])
+def test_averaged_operators_centre_the_inner_embedding_on_the_data(inner, options):
+    """An averaged operator hands its ``periodic`` to an inner operator whose positional embedding is centred
+    by it: on non-periodic data the inner embedding is centred like the averaging's group action."""
+    model = build_operator("averaged", IN, OUT, inner=inner, periodic=(False, False), **options)
+    centred_by = model.op.periodic if inner == "steerable" else model.op.embedding.periodic
+    assert model.periodic == tuple(centred_by) == (False, False)

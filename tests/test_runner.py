@@ -209,7 +209,10 @@ def test_defaults_written_out_or_left_implicit_reuse_the_same_run_and_real_chang
 
     monkeypatch.setattr(runner, "train", no_training)
     before = done.read_text()
-    for config in (spelled, implicit):
+    # How a run executes is not what it computes: another device, loader workers or compilation reuse it.
+    executed_otherwise = implicit.with_overrides(["training.device=auto", "training.num_workers=1",
+                                                  "training.compile=true"])
+    for config in (spelled, implicit, executed_otherwise):
         run_experiment(config, report=False)
     # Runs stored before their options were written out hold what the user wrote, either way.
     for stored, config in ((implicit, spelled), (spelled, implicit)):
@@ -220,6 +223,8 @@ def test_defaults_written_out_or_left_implicit_reuse_the_same_run_and_real_chang
         assert [r["test_rel_l2"] for r in csv.DictReader(f)] == [f"{result['row']['test_rel_l2']:.6g}"]
 
     # A value that differs is refused, whether the other side wrote it out or left it to the default.
+    with pytest.raises(runner.RunnerError, match=r"different config \(training\.batch_size: 4 -> 2\)"):
+        run_experiment(implicit.with_overrides(["training.batch_size=2"]), report=False)  # what it computes
     for override, difference in (("hidden_channels=3", "hidden_channels: 2 -> 3"),
                                  ("positional_embedding=true", "positional_embedding: False -> True"),
                                  ("periodic=[true, false]", "periodic: [True, True] -> [True, False]")):

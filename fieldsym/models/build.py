@@ -37,6 +37,9 @@ KINDS = (*_CONSTRUCTORS, "averaged", "residual")
 # residual kind hands it to its equivariant part).
 EQUIVARIANT_KINDS = ("gfno", "steerable", "averaged")
 CENTRED_KINDS = (*EQUIVARIANT_KINDS, "residual")
+# Inner kinds of "averaged" whose positional embedding is centred by ``periodic``: they get the averaged
+# operator's (a steerable inner used its own default, periodic, before session 4: wrong on non-periodic data).
+_CENTRED_INNER = ("gfno", "steerable")
 
 
 def build_operator(kind: str, in_type: FieldType | str, out_type: FieldType | str, **options) -> nn.Module:
@@ -54,7 +57,7 @@ def build_operator(kind: str, in_type: FieldType | str, out_type: FieldType | st
 def _averaged(in_type, out_type, inner: str = "fno", group_elements: str | list = "D4",
               periodic: tuple[bool, bool] = (True, True), **inner_options) -> GroupAveraged:
     _check_inner(inner)
-    if inner == "gfno":
+    if inner in _CENTRED_INNER:
         inner_options["periodic"] = periodic
     op = _CONSTRUCTORS[inner](in_type, out_type, **inner_options)
     return GroupAveraged(op, in_type, out_type, group_elements, periodic)
@@ -122,7 +125,7 @@ def resolved_options(kind: str, in_type: FieldType | str, out_type: FieldType | 
         resolved = _bound(_averaged, kind, in_type, out_type, options)
         inner_options = {k: resolved.pop(k) for k in list(resolved) if k not in ("inner", "group_elements", "periodic")}
         _check_inner(resolved["inner"])
-        if resolved["inner"] == "gfno":
+        if resolved["inner"] in _CENTRED_INNER:
             inner_options["periodic"] = resolved["periodic"]
         inner = resolved_options(resolved["inner"], in_type, out_type, inner_options)
         inner.pop("periodic", None)
