@@ -50,6 +50,7 @@ step steerable_graphs 120 python3 experiments/bench_steerable.py --device cuda -
     --compile reduce-overhead --models gated_r12_params
 step gfno_step 90 python3 experiments/bench_gfno_step.py --device cuda --steps 30 --warmup 5 --profile
 step cuda_tests 150 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py
+step train_compile 150 python3 experiments/bench_train_compile.py --device cuda --epochs 5 --samples 512 --size 64
 step symmetry_step 120 python3 experiments/bench_symmetry_step.py --device cuda --repeats 20
 step loader 200 python3 experiments/bench_loader.py --device cuda --samples 1024 --size 128 --repeats 2 \
     --fno-samples 512 --fno-width 32 --fno-layers 4 --workers 0 2 4
