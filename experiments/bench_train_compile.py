@@ -10,7 +10,8 @@ probe). The final validation errors show that both train the same model.
 
     python experiments/bench_train_compile.py --device cuda [--epochs 5] [--samples 512] [--size 64]
 
-Measured: see experiments/README.md ("Third lending").
+Measured (H200): FNO epoch 0.664 -> 0.501 s, SteerableFNO 0.592 -> 0.512 s, compilation 29 / 17 s; see
+experiments/README.md ("Third lending").
 """
 
 from __future__ import annotations

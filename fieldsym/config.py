@@ -311,10 +311,10 @@ class TrainingConfig(_Section):
     """``mixed_precision``: bf16 autocast; ``auto`` is on for CUDA, off on CPU (where it is refused).
     ``grad_clip``: max global gradient norm, null for none. ``eval_samples``: validation inputs on which
     the equivariance errors are measured each epoch. ``compile``: run the training forward through
-    ``torch.compile`` in that mode (``true`` = ``default``); worth it on a GPU, where small operators are
-    bound by kernel launches (H200: FNO 11 -> 9 ms per step, SteerableFNO 13 -> 9 ms), and it costs a
-    compilation of tens of seconds per run. ``reduce-overhead`` (CUDA graphs) is not offered: neuralop's
-    grid embedding caches a tensor that graph replay overwrites."""
+    ``torch.compile`` in that mode (``true`` = ``default``); for long runs on a GPU, where small operators
+    are bound by kernel launches (H200: an epoch 25% / 14% shorter for the FNO / SteerableFNO, after a
+    17-29 s compilation; experiments/bench_train_compile.py). ``reduce-overhead`` (CUDA graphs) is not
+    offered: neuralop's grid embedding caches a tensor that graph replay overwrites."""
 
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 16
