@@ -618,6 +618,30 @@ def build_model(op: OperatorConfig, in_type: FieldType, out_type: FieldType,
         raise ConfigError(f"operators[{op.name}].options: {error}") from error
 
 
+# Settings that change how a run is executed, not what it computes (beyond rounding): a finished or
+# interrupted run may be reused or resumed with others (say on a GPU machine, compiled, with loader workers).
+EXECUTION_SETTINGS = ("training.device", "training.num_workers", "training.compile")
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """``"key.path: old -> new"`` for each value that differs between two plain configs (``to_dict()``),
+    operators named down to the option (``operators[0].options.hidden_channels: 2 -> 3``), execution
+    settings (:data:`EXECUTION_SETTINGS`) left out."""
+    return _differences(old, new, "")
+
+
+def _differences(old: Any, new: Any, path: str) -> list[str]:
+    if path in EXECUTION_SETTINGS:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in dict.fromkeys([*old, *new])
+                for d in _differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))]
+    if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
+            and all(isinstance(v, dict) for v in old + new)):  # operators: name the option, not the whole list
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _differences(a, b, f"{path}[{i}]")]
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
 def resolve_operators(config: ExperimentConfig, in_type: FieldType, out_type: FieldType,
                       grid: Grid | None = None) -> ExperimentConfig:
     """``config`` with each operator's ``options`` written out in full: the periodicity :func:`build_model`

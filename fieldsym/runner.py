@@ -54,7 +54,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fieldsym.config import ConfigError, ExperimentConfig, build_data_spec, dataset_path, resolve_operators
+from fieldsym.config import (ConfigError, ExperimentConfig, build_data_spec, config_differences, dataset_path,
+                             resolve_operators)
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.discovery import discover
 from fieldsym.fields import FieldType
@@ -344,11 +345,6 @@ def _turned(batches, in_type, out_type, periodic) -> Iterator[tuple[torch.Tensor
         yield QUARTER_TURN.act(x, in_type, periodic), QUARTER_TURN.act(y, out_type, periodic)
 
 
-# Settings that change how a run is executed, not what it computes (beyond rounding): a finished or
-# interrupted run may be reused or resumed with others (say on a GPU machine, compiled, with loader workers).
-EXECUTION_SETTINGS = ("training.device:", "training.num_workers:", "training.compile:")
-
-
 def _check_same_config(run_dir: Path, stored: dict, run_cfg: ExperimentConfig, in_type: FieldType,
                        out_type: FieldType, grid: Grid) -> None:
     """A run directory belongs to one config: refuse to mix results of two. ``in_type``, ``out_type``,
@@ -364,22 +360,12 @@ def _check_same_config(run_dir: Path, stored: dict, run_cfg: ExperimentConfig, i
     except ValueError:
         pass
     new = resolve_operators(run_cfg, in_type, out_type, grid).to_dict()
-    differences = [d for d in _differences(stored, new) if not d.startswith(EXECUTION_SETTINGS)]
+    differences = config_differences(stored, new)
     if differences:
         shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
         raise RunnerError(
             f"{run_dir} holds a run of a different config ({shown}); to keep it, run with its settings; to "
             f"start over, delete {run_dir}; to keep both, choose another experiment.name")
-
-
-def _differences(old: Any, new: Any, path: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [d for key in dict.fromkeys([*old, *new])
-                for d in _differences(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))]
-    if (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
-            and all(isinstance(v, dict) for v in old + new)):  # operators: name the option, not the whole list
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _differences(a, b, f"{path}[{i}]")]
-    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
 def _count_parameters(model: torch.nn.Module) -> int:

@@ -202,10 +202,13 @@ def test_cli_train_runs_and_reports_errors_in_one_line(data_file, tmp_path, capl
     assert "training.optimizer.lr: Input should be greater than 0, got 0" in caplog.text
 
 
-def test_resume_with_more_epochs_follows_the_new_schedule(data_file, tmp_path):
+def test_resume_with_more_epochs_follows_the_new_schedule(data_file, tmp_path, caplog):
     # 2 epochs of a 2-epoch cosine end at lr 0; resumed to 4 epochs, epochs 3-4 must follow the 4-epoch cosine.
     train(config_for(data_file, tmp_path, "training.epochs=2"))
-    result = train(config_for(data_file, tmp_path, "training.epochs=4"), resume=True)
+    with caplog.at_level(logging.WARNING, logger="fieldsym.train"):
+        result = train(config_for(data_file, tmp_path, "training.epochs=4", "training.num_workers=1"), resume=True)
+    # The resume names what changed; how the run executes (loader workers) is not a change of config.
+    assert "written with a different config (training.epochs: 2 -> 4);" in caplog.text
     lrs = [row["lr"] for row in result.metrics]
     cosine = [1.0e-2 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
     assert len(lrs) == 4 and lrs[2:] == pytest.approx(cosine[2:], rel=1e-6), lrs
