@@ -55,6 +55,9 @@ class GroupSpectralConv(nn.Module):
         half_column = torch.ones(2 * K + 1)
         half_column[K] = 0.5
         self.register_buffer("half_column", half_column, persistent=False)
+        # complex conjugation of a real pair; a buffer, not a torch.tensor per call (on a GPU that is a copy
+        # from pageable host memory, which waits, every layer and step)
+        self.register_buffer("conj", torch.tensor([1.0, -1.0]), persistent=False)
         self.register_buffer("gather_index", _gather_index(group, K), persistent=False)
 
     def kernel(self) -> torch.Tensor:
@@ -67,8 +70,7 @@ class GroupSpectralConv(nn.Module):
         half = self.weight  # (o, i, n, 2K+1, K+1, 2), k_x >= 0
         # Z(xi): the half for k_x > 0, half of it on k_x = 0, zero for k_x < 0; W = Z(xi) + conj Z(-xi).
         Z = F.pad(half, (0, 0, K, 0)) * self.half_column.to(half.dtype)[:, None]
-        conj = torch.tensor([1.0, -1.0], dtype=half.dtype, device=half.device)
-        full = (Z + Z.flip(-3, -2) * conj).flatten(2, 4)  # (o, i, n (2K+1)^2, 2), Hermitian
+        full = (Z + Z.flip(-3, -2) * self.conj.to(half.dtype)).flatten(2, 4)  # (o, i, n (2K+1)^2, 2), Hermitian
         W = full.permute(2, 1, 0, 3)[self.gather_index]  # (y, x, m, k, i, o, 2) = W(k^-1 m, A_k^-1 xi)[o, i]
         W = W.permute(0, 1, 4, 2, 5, 3, 6).flatten(4, 5).flatten(2, 3)
         return torch.view_as_complex(W.contiguous())

@@ -127,14 +127,18 @@ class RegularLinear(nn.Module):
     def __init__(self, group: PointGroup, c_in: int, c_out: int, bias: bool = True) -> None:
         super().__init__()
         self.c_out, self.n = c_out, len(group)
-        self.register_buffer("quotient", group.quotient, persistent=False)
-        self.weight = nn.Parameter(_uniform((c_out, c_in, len(group))))  # fan-in c_in |G|
+        n = len(group)
+        self.weight = nn.Parameter(_uniform((c_out, c_in, n)))  # fan-in c_in |G|
+        # Where entry ((o, k), (i, m)) of the matrix reads the flattened weight: w[o, i, k^-1 m]. One gather
+        # that lands in the matrix's layout (a gather of w[:, :, quotient] and a permute cost a copy more).
+        o, k, i, m = torch.meshgrid(*(torch.arange(s) for s in (c_out, n, c_in, n)), indexing="ij")
+        index = ((o * c_in + i) * n + group.quotient[k, m]).reshape(c_out * n, c_in * n)
+        self.register_buffer("matrix_index", index, persistent=False)
         self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
 
     def matrix(self) -> torch.Tensor:
         """``(c_out |G|, c_in |G|)`` with rows ``(o, k)`` and columns ``(i, m)``, o- and i-major."""
-        W = self.weight[:, :, self.quotient]  # (o, i, k, m) = w(k^-1 m)
-        return W.permute(0, 2, 1, 3).flatten(2).flatten(0, 1)
+        return self.weight.flatten()[self.matrix_index]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias[:, None].expand(-1, self.n).flatten()  # (o, k) o-major
