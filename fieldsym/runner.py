@@ -31,8 +31,11 @@ Why it is built this way:
   running the same command again. A finished or half-finished run made with a *different* config is an
   error naming the keys that differ: silently reusing stale results, or silently discarding them, would
   both be worse. Operator options are compared written out in full (every default of the constructor,
-  :func:`fieldsym.config.resolve_operators`, the form a run stores): writing out a default is no difference,
-  and neither is a later change of a default for a run stored in that form.
+  :func:`fieldsym.config.resolve_operators`, the form a run stores): writing out a default is no difference.
+  A stored run keeps rebuilding its own model after a default changes; running again a config that leaves
+  that default implicit is then a difference (it would train another model) and is refused, naming it.
+  Execution settings (device, loader workers, compilation: :data:`fieldsym.config.EXECUTION_SETTINGS`)
+  are no difference.
 - *Evaluation lives with the run.* ``result.json`` and ``examples.npz`` (one test sample and its quarter
   turn, with the prediction) hold everything the table and the report need, so neither reloads a model.
 - Every output file is written to a temporary name and moved into place (``os.replace``).

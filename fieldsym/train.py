@@ -62,6 +62,7 @@ from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
 from fieldsym.groups import FiniteGroup, Generator, algebra, finite_group
 from fieldsym.lie import equivariance_errors, lie_derivative_errors, localize, needs_localizing
+from fieldsym.models.steerable import join_old_block_optimizer_state
 
 logger = logging.getLogger(__name__)
 
@@ -412,7 +413,14 @@ def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, 
         raise CheckpointError(f"{last} holds an optimiser with {saved} parameter group(s), this model makes "
                               f"{len(decays)}: a residual operator's free_weight_decay was set or unset since; "
                               "restore the setting or start a new run")
-    optimizer.load_state_dict(state["optimizer"])
+    # Steerable runs written when each weight block was its own parameter: one AdamW entry per block.
+    saved_optimizer = join_old_block_optimizer_state(model, optimizer.param_groups, state["optimizer"])
+    try:
+        optimizer.load_state_dict(saved_optimizer)
+    except ValueError as error:
+        raise CheckpointError(f"{last}: its optimiser state does not fit this model's parameters ({error}); the "
+                              "operator changed since the run was written: restore its options or start a new "
+                              "run") from error
     for group, decay in zip(optimizer.param_groups, decays):  # the new settings, as the warning above says
         group["weight_decay"] = decay
     # The schedule's shape comes from the current config (e.g. more epochs on resume), its position from

@@ -21,14 +21,19 @@ def data_file(tmp_path_factory):
     return low_pass_file(tmp_path_factory.mktemp("data") / "smooth.nc", SAMPLES, N, "tests/test_compile.py")
 
 
-def config_for(data_file, out, *overrides: str):
+OPERATORS = {
+    "promoted": "{name: promoted, options: {n_modes: [6, 6], hidden_channels: 8, n_layers: 2}, "
+                "symmetry: {mode: promoted, candidates: [Tx, Ty, R], gamma: 0.1, sub_batch: 2}}",
+    "steerable": "{name: steerable, kind: steerable, options: {hidden_irreps: '2x0 + 1x1 + 1x2', n_modes: 6, "
+                 "n_layers: 2}}",
+}
+
+
+def config_for(data_file, out, *overrides: str, operator: str = "promoted"):
     text = textwrap.dedent(f"""\
         dataset: {{path: {data_file}, split: {{valid: 0.25, test: 0.0}}}}
         task: {{inputs: [u], outputs: [u], times: {{mode: one_step, t_in: 0, t_out: 1}}}}
-        operators:
-          - name: promoted
-            options: {{n_modes: [6, 6], hidden_channels: 8, n_layers: 2}}
-            symmetry: {{mode: promoted, candidates: [Tx, Ty, R], gamma: 0.1, sub_batch: 2}}
+        operators: [{OPERATORS[operator]}]
         training: {{epochs: 2, batch_size: 4, device: cpu, optimizer: {{lr: 1.0e-2}}, eval_samples: 2}}
         experiment: {{name: test, out: {out}}}
         """)
@@ -37,26 +42,36 @@ def config_for(data_file, out, *overrides: str):
     return load_config(out / "config.yaml", overrides)
 
 
-def test_compiled_training_follows_eager_training(data_file, tmp_path, monkeypatch):
-    modes, compile_ = [], torch.compile
+@pytest.mark.parametrize("operator", ["promoted", "steerable"])
+def test_compiled_training_follows_eager_training(data_file, tmp_path, monkeypatch, operator):
+    """An FNO with a promotion penalty (run on the eager module) and a SteerableFNO (whose kernels take the
+    traced branch of the embedding bag)."""
+    modes, calls, compile_ = [], [], torch.compile
 
     def recording_compile(model, **kwargs):
         modes.append(kwargs.get("mode"))
-        return compile_(model, **kwargs)
+        compiled_model = compile_(model, **kwargs)
+
+        def forward(x):
+            calls.append(len(x))
+            return compiled_model(x)
+
+        return forward
 
     monkeypatch.setattr(torch, "compile", recording_compile)
     torch.manual_seed(0)
-    eager = train(config_for(data_file, tmp_path / "eager"))
+    eager = train(config_for(data_file, tmp_path / "eager", operator=operator))
     assert modes == []
     torch.manual_seed(0)
-    compiled = train(config_for(data_file, tmp_path / "compiled", "training.compile=true"))
-    assert modes == ["default"]
+    compiled = train(config_for(data_file, tmp_path / "compiled", "training.compile=true", operator=operator))
+    assert modes == ["default"] and len(calls) == compiled.steps  # every training forward went through it
     assert compiled.steps == eager.steps == 6
     for a, b in zip(eager.metrics, compiled.metrics, strict=True):
         for key in ("data_loss", "penalty", "valid_rel_l2"):
             assert b[key] == pytest.approx(a[key], rel=2e-3, abs=1e-7), key
-    assert eager.metrics[-1]["penalty"] > 0  # the penalty ran (on the eager module, sharing the weights)
-    last = tmp_path / "compiled" / "test" / "promoted" / "last.pt"
+    if operator == "promoted":
+        assert eager.metrics[-1]["penalty"] > 0  # the penalty ran (on the eager module, sharing the weights)
+    last = tmp_path / "compiled" / "test" / operator / "last.pt"
     state = load_checkpoint(last)
     assert not any("_orig_mod" in key for key in state["model"])  # the plain module's keys, not the wrapper's
     assert state["config"]["training"]["compile"] == "default"

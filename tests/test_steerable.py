@@ -261,6 +261,11 @@ def test_gate_activation_commutes_with_any_rotation_and_lets_scalars_reach_vecto
     assert (act(y2)[:, 3:5] - act(y)[:, 3:5]).abs().max() > 1e-3
 
 
+def test_a_spectral_layer_without_any_equivariant_kernel_is_refused():
+    with pytest.raises(ValueError, match="no O2-equivariant spectral kernel maps '1x0' to '1x0-'"):
+        SteerableSpectralConv("1x0", "1x0-", K=3, group="O2")
+
+
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="activation must be 'norm' or 'gate'"):
         SteerableFNO("s:scalar", "s:scalar", activation="relu")
@@ -337,14 +342,18 @@ def test_checkpoints_with_one_parameter_per_block_still_load():
 
 def test_float64_profiles_are_converted_once_per_dtype():
     """The kernels' profile rows stay float64 (exact in a float64 model); a float32 model converts them
-    once, not every step, and follows the buffer when the model moves or changes dtype."""
+    once, not every step, drops the copy when the module moves, and follows in-place changes."""
     conv = SteerableSpectralConv("1x0 + 1x1", "1x0 + 1x1", K=3)
     assert conv.profiles.dtype == torch.float64
     first = conv._profiles_as(torch.float32)
     assert conv._profiles_as(torch.float32) is first and first.dtype == torch.float32
     torch.testing.assert_close(first, conv.profiles.float(), atol=0, rtol=0)
-    conv.double()
-    assert conv._profiles_as(torch.float64) is conv.profiles
+    kernel = conv.kernel().detach()
+    with torch.no_grad():
+        conv.profiles.mul_(2)
+    torch.testing.assert_close(conv.kernel().detach(), 2 * kernel)  # not the stale copy
+    conv.to("meta")
+    assert conv._cast == () and conv._profiles_as(torch.float32).device.type == "meta"
     fresh = SteerableSpectralConv("1x0 + 1x1", "1x0 + 1x1", K=3)
     with torch.inference_mode():  # a first conversion under inference mode must not poison training
         fresh.kernel()

@@ -270,3 +270,44 @@ def test_a_stored_run_rebuilds_its_model_after_an_operator_default_changes(data_
         assert torch.equal(load_operator(path)(u), result.operator.eval()(u))
     with pytest.raises(CheckpointError, match=r"old.pt: its weights do not fit .* Delete the run directory"):
         load_operator(tmp_path / "old.pt")
+
+
+def test_a_steerable_run_written_with_one_parameter_per_block_resumes_exactly(data_file, tmp_path):
+    """Steerable layers once kept each weight block as its own parameter (checkpoint keys ``weights.0``, ...,
+    one AdamW entry per block). Such a ``last.pt`` (made here by splitting a current one the old way) resumes
+    and finishes exactly as the uninterrupted run."""
+    from fieldsym.models import SteerableFNO
+
+    def make_model(in_type, out_type):
+        return SteerableFNO(in_type, out_type, hidden_irreps="2x0 + 1x1 + 1x2", n_modes=6, n_layers=2)
+
+    straight = fit_run(data_file, tmp_path / "straight", NuclearPenalty, init_seed=0, make_model=make_model)
+    with pytest.raises(KeyboardInterrupt):
+        fit_run(data_file, tmp_path / "killed", NuclearPenalty, init_seed=0, kill=3, make_model=make_model)
+    path = tmp_path / "killed" / "last.pt"
+    state = torch.load(path, weights_only=False)
+    layers = {name: module for name, module in straight.model.named_modules() if hasattr(module, "block_shapes")}
+    old_model, old_index, old_state, new_to_old = {}, 0, {}, {}
+    for index, (key, value) in enumerate(state["model"].items()):
+        prefix = key.rsplit(".", 1)[0]
+        if key.endswith(".weight") and prefix in layers:  # one key and one AdamW entry per block, in block order
+            blocks = layers[prefix].split(value)
+            entries = state["optimizer"]["state"][index]
+            moments = {k: layers[prefix].split(v) for k, v in entries.items() if v.dim() > 0}
+            for i, block in enumerate(blocks):
+                old_model[f"{prefix}.weights.{i}"] = block.clone()
+                old_state[old_index] = {"step": entries["step"], **{k: v[i].clone() for k, v in moments.items()}}
+                old_index += 1
+        else:
+            old_model[key] = value
+            old_state[old_index] = state["optimizer"]["state"][index]
+            old_index += 1
+    assert list(state["model"]) == [name for name, _ in straight.model.named_parameters()]  # index = parameter order
+    state["model"] = old_model
+    state["optimizer"] = {"state": old_state,
+                          "param_groups": [{**state["optimizer"]["param_groups"][0], "params": list(range(old_index))}]}
+    assert old_index > len(list(straight.model.parameters())) + 5
+    torch.save(state, path)
+    resumed = fit_run(data_file, tmp_path / "killed", NuclearPenalty, init_seed=1, resume=True, make_model=make_model)
+    expected, got = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected), "resumed weights differ from the straight run"

@@ -68,9 +68,10 @@ class _BlockWeights(nn.Module):
 
     One parameter instead of a list of blocks: the embedding bag indexes the flat vector anyway, and a
     list costs a concatenation forward and a slice per block backward every step, plus an optimizer
-    entry per block (about 230 of a 1,270-op training step of the benchmark's steerable FNO on a GPU,
-    where eager steps are bound by the number of ops). Checkpoints written with the old
-    ``weights.0``, ``weights.1``, ... keys still load (:meth:`_join_old_blocks`)."""
+    entry per block (about 380 of the 1,274 ops of the benchmark's steerable training step before
+    session 4; a GPU's eager step is bound by the number of ops). Checkpoints written with the old
+    ``weights.0``, ``weights.1``, ... keys still load (:meth:`_join_old_blocks`), and their optimizer state
+    still resumes (:func:`join_old_block_optimizer_state`)."""
 
     def _set_blocks(self, blocks: list[torch.Tensor]) -> None:
         self.block_shapes = [tuple(b.shape) for b in blocks]
@@ -94,17 +95,53 @@ class _BlockWeights(nn.Module):
         profiles = self.profiles
         if profiles.dtype == dtype or torch.compiler.is_compiling():
             return profiles.to(dtype)
-        key = (profiles.data_ptr(), profiles.device, dtype)
+        key = (profiles.data_ptr(), profiles._version, profiles.device, dtype)  # _version: written in place
         if not self._cast or self._cast[0] != key:
             with torch.inference_mode(False), torch.no_grad():
                 self._cast = (key, profiles.to(dtype))
         return self._cast[1]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._cast = ()  # moved or converted: drop the copy (it would hold memory on the old device)
+        return super()._apply(fn, *args, **kwargs)
 
     @staticmethod
     def _join_old_blocks(module, state_dict, prefix, *_) -> None:
         old = [f"{prefix}weights.{i}" for i in range(len(module.block_shapes))]
         if f"{prefix}weight" not in state_dict and old and all(key in state_dict for key in old):
             state_dict[f"{prefix}weight"] = torch.cat([state_dict.pop(key).flatten() for key in old])
+
+
+def join_old_block_optimizer_state(model: nn.Module, param_groups: list[dict], saved: dict) -> dict:
+    """An optimizer state dict written when each weight block of the solved layers was its own parameter,
+    made to fit ``param_groups`` (the optimizer's groups for ``model`` now).
+
+    Each such layer's entries (AdamW's ``exp_avg``, ``exp_avg_sq``; one per block, in block order) are
+    flattened and concatenated like the blocks themselves, which is exact for an elementwise optimizer;
+    ``step`` and other scalars are shared. ``saved`` comes back unchanged when its groups already have the
+    optimizer's sizes, or when they do not have the sizes the old layout would give (then loading it
+    fails with its own error)."""
+    blocks = {id(m.weight): len(m.block_shapes) for m in model.modules()
+              if isinstance(m, _BlockWeights) and m.weight is not None}
+    sizes = [len(group["params"]) for group in saved["param_groups"]]
+    old_sizes = [sum(blocks.get(id(p), 1) for p in group["params"]) for group in param_groups]
+    if sizes == [len(group["params"]) for group in param_groups] or sizes != old_sizes:
+        return saved
+    state, groups, index = {}, [], 0
+    for group, saved_group in zip(param_groups, saved["param_groups"]):
+        old = iter(saved_group["params"])
+        params = []
+        for p in group["params"]:
+            entries = [saved["state"][i] for i in [next(old) for _ in range(blocks.get(id(p), 1))]
+                       if i in saved["state"]]
+            if entries:  # (none: a parameter that was never stepped)
+                state[index] = {key: torch.cat([e[key].flatten() for e in entries])
+                                if torch.is_tensor(value) and value.dim() > 0 else value
+                                for key, value in entries[0].items()}
+            params.append(index)
+            index += 1
+        groups.append({**saved_group, "params": params})
+    return {"state": state, "param_groups": groups}
 
 
 def _register_bag(module: nn.Module, entries: list[torch.Tensor], rows: list[torch.Tensor],
@@ -429,6 +466,12 @@ class SteerableSpectralConv(_BlockWeights):
                     offset += m_a * m_b * q
         # W(k) flattened to (C_out C_in, 2K+1, K+1, 2) is an embedding bag: entry e sums profile rows
         # bag_rows[e's bag] weighted by the weights bag_src[e's bag] (one op; see kernel()).
+        if not blocks:
+            raise ValueError(
+                f"no {group}-equivariant spectral kernel maps '{self.irreps_in}' to '{self.irreps_out}' (every "
+                f"output would be zero): give the input or output irreps a frequency that connects them, e.g. "
+                f"'1' (a vector) between a scalar and a pseudoscalar under O2"
+            )
         _register_bag(self, entries, rows, sources, self.irreps_out.num_channels * n_in)
         self.register_buffer("profiles", torch.cat(profiles), persistent=False)
         self._set_blocks(blocks)
