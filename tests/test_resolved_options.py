@@ -175,3 +175,15 @@ def test_averaged_operators_centre_the_inner_embedding_on_the_data(inner, option
     model = build_operator("averaged", IN, OUT, inner=inner, periodic=(False, False), **options)
     centred_by = model.op.periodic if inner == "steerable" else model.op.embedding.periodic
     assert model.periodic == tuple(centred_by) == (False, False)
+
+
+def test_one_model_spelled_two_ways_resolves_to_the_same_options():
+    for kind, short, long in (("fno", {"n_modes": 6}, {"n_modes": [6, 6]}),
+                              ("gfno", {"n_modes": 6}, {"n_modes": [6, 6]})):
+        a, b = (resolved_options(kind, IN, OUT, {**o, "hidden_channels": 2, "n_layers": 1}) for o in (short, long))
+        assert a == b, kind
+        torch.manual_seed(0)
+        model_a = build_operator(kind, IN, OUT, **a)
+        torch.manual_seed(0)
+        model_b = build_operator(kind, IN, OUT, **{**long, "hidden_channels": 2, "n_layers": 1})
+        assert all(torch.equal(p, q) for p, q in zip(model_a.parameters(), model_b.parameters()))

@@ -183,10 +183,26 @@ def _steerable_defaults(options: dict[str, Any]) -> None:
         options["n_radial"] = default_n_radial(options["n_modes"])
 
 
+def _pair_of_modes(options: dict[str, Any]) -> None:
+    """FieldFNO reads ``n_modes: m`` as ``[m, m]``: one spelling, so both are the same options."""
+    modes = options["n_modes"]
+    if isinstance(modes, int) and not isinstance(modes, bool):
+        options["n_modes"] = [modes, modes]
+
+
+def _one_mode_count(options: dict[str, Any]) -> None:
+    """GroupFNO reads ``n_modes: [m, m]`` as ``m``: one spelling, so both are the same options."""
+    modes = options["n_modes"]
+    if isinstance(modes, list) and len(modes) == 2 and modes[0] == modes[1]:
+        options["n_modes"] = modes[0]
+
+
 # constructor -> (the callable its **kwargs go to, the names it forwards)
 _FORWARDED: dict[Callable, tuple[Callable, tuple[str, ...]]] = {FieldFNO: (FNO, PASSTHROUGH_OPTIONS)}
-# constructor -> fills in, in place, the defaults (None in the signature) that depend on other arguments
-_DEPENDENT_DEFAULTS: dict[Callable, Callable[[dict[str, Any]], None]] = {SteerableFNO: _steerable_defaults}
+# constructor -> fills in, in place, the defaults (None in the signature) that depend on other arguments,
+# and gives values the constructor reads alike one spelling
+_DEPENDENT_DEFAULTS: dict[Callable, Callable[[dict[str, Any]], None]] = {
+    SteerableFNO: _steerable_defaults, FieldFNO: _pair_of_modes, GroupFNO: _one_mode_count}
 
 
 def _plain(value: Any) -> Any:
