@@ -22,29 +22,15 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-import numpy as np
 
 from fieldsym.config import load_config
-from fieldsym.data.writer import FieldSpec, write_dataset
+from fieldsym.testing import low_pass_dataset
 from fieldsym.train import train
 
 OPERATORS = {
     "fno": "{kind: fno, options: {n_modes: [12, 12], hidden_channels: 32, n_layers: 4}}",
     "steerable": "{kind: steerable, options: {n_modes: 12, n_layers: 4, hidden_irreps: '44x0 + 22x1 + 11x2'}}",
 }
-
-
-def low_pass_vectors(path: Path, samples: int, size: int) -> Path:
-    rng = np.random.default_rng(0)
-    k = np.fft.fftfreq(size, 1 / size)
-    k2 = k[:, None] ** 2 + k[None, :] ** 2
-    smooth = np.fft.ifft2(np.fft.fft2(rng.standard_normal((samples, 2, size, size))) * np.exp(-k2 / 32)).real
-    filtered = np.fft.ifft2(np.fft.fft2(smooth) * np.exp(-k2 / 16)).real
-    v = np.stack([smooth, filtered], axis=1).astype(np.float32)  # (sample, time, component, y, x)
-    x = np.arange(size) / size
-    return write_dataset(path, {"v": FieldSpec(v, "vector", "1", "v")}, x=x, y=x, time=np.arange(2.0),
-                         periodic=True, pde="low-pass filter", parameters={}, seed=0,
-                         title="bench_train_compile data", source="experiments/bench_train_compile.py")
 
 
 def main() -> None:
@@ -57,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = low_pass_vectors(tmp / "data.nc", args.samples, args.size)
+        data = low_pass_dataset(tmp / "data.nc", args.samples, args.size, "vector", "v", 32.0,
+                                "experiments/bench_train_compile.py")
         print(f"device={args.device} samples={args.samples} grid={args.size}^2 epochs={args.epochs} batch=16")
         print(f"{'operator':10s} {'compile':8s} {'epoch 1 (s)':>12s} {'later epochs (s)':>17s} {'valid rel L2':>13s}")
         for name in args.operators.split(","):

@@ -10,17 +10,16 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import xarray as xr
 
 from fieldsym import runner
 from fieldsym.cli import main
 from fieldsym.config import load_config
-from fieldsym.data.writer import FieldSpec, write_dataset
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
 from fieldsym.runner import run_experiment
+from fieldsym.testing import low_pass_dataset
 
 SAMPLES, N = 20, 16
 
@@ -29,16 +28,8 @@ SAMPLES, N = 20, 16
 def data_file(tmp_path_factory):
     """A vector field ``u`` at time 0: smooth random; at time 1: low-pass filtered (a linear, rotation- and
     translation-equivariant map an FNO learns in a few steps). Periodic 16x16 grid."""
-    rng = np.random.default_rng(0)
-    k = np.fft.fftfreq(N, 1 / N)
-    k2 = k[:, None] ** 2 + k[None, :] ** 2
-    u0 = np.fft.ifft2(np.fft.fft2(rng.standard_normal((SAMPLES, 2, N, N))) * np.exp(-k2 / 8)).real
-    u1 = np.fft.ifft2(np.fft.fft2(u0) * np.exp(-k2 / 4)).real
-    u = np.stack([u0, u1], axis=1).astype(np.float32)  # (sample, time, component, y, x)
-    x = np.arange(N) / N
-    return write_dataset(tmp_path_factory.mktemp("data") / "smooth.nc", {"u": FieldSpec(u, "vector", "1", "u")},
-                         x=x, y=x, time=np.arange(2.0), periodic=True, pde="low-pass filter", parameters={},
-                         seed=0, title="test data", source="tests/test_runner.py")
+    return low_pass_dataset(tmp_path_factory.mktemp("data") / "smooth.nc", SAMPLES, N, "vector", "u", 8.0,
+                            "tests/test_runner.py")
 
 
 def write_config(tmp_path, data_file, sizes="[6, 12]") -> str:
