@@ -57,6 +57,14 @@ def test_missing_variable(tmp_path):
     path = _write(tmp_path / "a.nc")
     message = _error(path, ["vorticity"])
     assert str(path) in message and "'vorticity' is missing" in message and "the file has v, w" in message
+    # Both users are told where the name lives: a config's task.inputs / task.outputs, or a DataSpec.
+    assert "task.inputs / task.outputs in a config, the DataSpec in Python" in message
+    assert "did you mean" not in message  # nothing like 'vorticity' in the file
+
+
+def test_missing_variable_suggests_a_close_name(tmp_path):
+    message = _error(_write(tmp_path / "a.nc"), ["ww"])
+    assert "'ww' is missing (did you mean 'w'?); the file has v, w: fix the name" in message
 
 
 def test_wrong_dimensions(tmp_path):

@@ -20,6 +20,7 @@ coordinates' ``fieldsym_periodic`` attribute or, for a user's file without it, f
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -222,10 +223,12 @@ _LAYOUTS = {
 
 def _inspect_variable(path: Path, ds: xr.Dataset, name: str, rename: Mapping[str, str]) -> VariableInfo:
     if name not in ds.data_vars:
-        available = ", ".join(sorted(str(v) for v in ds.data_vars)) or "none"
+        names = sorted(str(v) for v in ds.data_vars)
+        close = difflib.get_close_matches(name, names, n=1)
         raise DatasetError(
-            f"{path}: variable {name!r} is missing; the file has {available}. Fix the variable "
-            "names in the data spec or regenerate the file"
+            f"{path}: variable {name!r} is missing{f' (did you mean {close[0]!r}?)' if close else ''}; the file "
+            f"has {', '.join(names) or 'no variables'}: fix the name (task.inputs / task.outputs in a config, "
+            "the DataSpec in Python) or regenerate the file"
         )
     var = ds[name]
     mapped = tuple(rename.get(str(d), str(d)) for d in var.dims)
