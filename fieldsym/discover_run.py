@@ -19,6 +19,7 @@ import torch
 from fieldsym.config import ExperimentConfig, build_data_spec, dataset_path
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.discovery import Discovery, discover, name_combination
+from fieldsym.runner import not_a_run_hint
 from fieldsym.train import load_operator
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         for name in ("best.pt", "last.pt"):
             if (path / name).exists():
                 return path / name
-        raise FileNotFoundError(f"{path} holds no best.pt or last.pt: is it a training run directory "
-                                "(written by `fieldsym train` or `fieldsym run`)?")
+        raise FileNotFoundError(not_a_run_hint(path) or f"{path} holds no best.pt or last.pt: is it a training "
+                                "run directory (written by `fieldsym train` or `fieldsym run`)?")
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: pass a run directory or a checkpoint file")
     return path

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import shutil
 import textwrap
 import zipfile
@@ -22,6 +23,7 @@ import torch
 from fieldsym.checkpoint import load_checkpoint, save_checkpoint
 from fieldsym.cli import main
 from fieldsym.config import load_config
+from fieldsym.discover_run import discover_run
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.data.schema import inspect_file
 from fieldsym.data.spec import DataSpec, TimeSelection
@@ -74,8 +76,8 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
-def make_run(root: Path, name: str) -> Path:
-    """A real `fieldsym train` run of one epoch (a single optimiser step), plus a test error in its metrics."""
+def make_run(root: Path, name: str, test_error: float | None = 0.45) -> Path:
+    """A real `fieldsym train` run of one epoch (a single optimiser step), plus ``test_error`` in its metrics."""
     text = textwrap.dedent(f"""\
         dataset: {{path: {root / 'data.nc'}, split: {{valid: 0.5, test: 0.0}}}}
         task: {{inputs: [w], outputs: [v], times: {{mode: one_step, t_in: 0, t_out: 1}}}}
@@ -86,9 +88,10 @@ def make_run(root: Path, name: str) -> Path:
     (root / f"{name}.yaml").write_text(text)
     run = root / "runs" / name
     train(load_config_text(root / f"{name}.yaml", text), run)
-    state = load_checkpoint(run / "best.pt")
-    state["metrics"][-1]["test_rel_l2"] = 0.45
-    save_checkpoint(run / "best.pt", state)
+    if test_error is not None:
+        state = load_checkpoint(run / "best.pt")
+        state["metrics"][-1]["test_rel_l2"] = test_error
+        save_checkpoint(run / "best.pt", state)
     return run
 
 
@@ -390,3 +393,89 @@ def test_old_torch_export_failure_names_the_torch_version(runs, tmp_path, monkey
                                           r"or use --format safetensors"):
         export_run(runs["fno"], "pt2", out)
     assert not out.exists() or not any(out.iterdir())
+
+
+# -- what a new user meets: a run of `fieldsym run`, its experiment folder, the command's output ------------
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    """An experiment folder as `fieldsym run` leaves it: a real run in ``runs/fno/n3-s0`` with its
+    ``result.json``; the test error is there only, not in the training metrics (as the runner does)."""
+    root = tmp_path_factory.mktemp("experiment")
+    write_inputs(root / "data.nc", seed=0)
+    trained = make_run(root, "fno", test_error=None)
+    run = root / "quickstart" / "runs" / "fno" / "n3-s0"
+    run.parent.mkdir(parents=True)
+    trained.rename(run)
+    write_result(run, test_rel_l2=0.31, turned_test_rel_l2=0.62)
+    return root / "quickstart"
+
+
+def write_result(run: Path, epoch_shift: int = 0, **errors) -> None:
+    """The ``result.json`` of :func:`fieldsym.runner.run_one`, with the fields the card reads."""
+    best = load_checkpoint(run / "best.pt")["best"]
+    row = {"best_epoch": best["epoch"] + epoch_shift, "valid_rel_l2": best["valid"], **errors}
+    (run / "result.json").write_text(json.dumps({"config": {}, "row": row}, indent=1))
+
+
+def test_card_takes_the_test_errors_of_a_runner_run_from_its_result(experiment, tmp_path, caplog):
+    run = experiment / "runs" / "fno" / "n3-s0"
+    out = export_run(run, "safetensors", tmp_path / "st")
+    assert load_export(out).card["training"]["test_error"] == {"test_rel_l2": 0.31, "turned_test_rel_l2": 0.62}
+    assert ("- test error: relative L2 0.31, relative L2 on the quarter-turned test set 0.62"
+            in (out / "model_card.md").read_text())
+    # No quarter turn on the grid (NaN): the turned error is left out, the test error stays.
+    copy = shutil.copytree(run, tmp_path / "nan")
+    write_result(copy, test_rel_l2=0.31, turned_test_rel_l2=float("nan"))
+    assert load_export(export_run(copy, "safetensors")).card["training"]["test_error"] == {"test_rel_l2": 0.31}
+    # A result that scored other weights (the run was trained again since) is not the checkpoint's.
+    write_result(copy, epoch_shift=1, test_rel_l2=0.31)
+    out = export_run(copy, "safetensors")
+    assert load_export(out).card["training"]["test_error"] is None
+    assert "- test error: not in the run" in (out / "model_card.md").read_text()
+    assert "trained again since" in caplog.text
+
+
+def test_onnx_export_keeps_the_exporters_info_logs_out(experiment, tmp_path, caplog):
+    """The ONNX exporter's passes log each rewrite at INFO; the CLI shows INFO, so they would be ~60 lines."""
+    caplog.set_level(logging.INFO)
+    export_run(experiment / "runs" / "fno" / "n3-s0", "onnx", tmp_path / "onnx")
+    exporter = [r.name for r in caplog.records if r.name.startswith(("onnx_ir", "onnxscript"))]
+    assert exporter == [] and any(r.name == "fieldsym.export.exporter" for r in caplog.records)
+    assert logging.getLogger("onnx_ir").level == logging.getLogger("onnxscript").level == logging.NOTSET  # restored
+
+
+def test_predict_logs_its_output_under_the_final_name(experiment, tmp_path, caplog):
+    export = export_run(experiment / "runs" / "fno" / "n3-s0", "safetensors", tmp_path / "st")
+    source = write_inputs(tmp_path / "inputs.nc", seed=4, with_outputs=False)
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    out = predict(export, source, tmp_path / "out.nc")
+    wrote = [r.getMessage() for r in caplog.records if r.getMessage().startswith("wrote ")]
+    assert wrote == [f"wrote {out} ({SAMPLES} samples, fields ['v'])"]
+    with netCDF4.Dataset(out) as nc:
+        assert nc.fieldsym_input_sha256 and nc.fieldsym_export_format == "safetensors"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs.nc", "out.nc", "st"]  # no temporary left
+
+
+def test_an_experiment_folder_is_answered_with_its_run_directories(experiment, tmp_path, caplog):
+    run = str(experiment / "runs" / "fno" / "n3-s0")
+    with pytest.raises(ExportError, match="is an experiment folder, not a run directory") as error:
+        export_run(experiment, "onnx")
+    assert f"e.g. {run}" in str(error.value)
+    with pytest.raises(FileNotFoundError, match="is an experiment folder, not a run directory") as error:
+        discover_run(experiment)
+    assert f"e.g. {run}" in str(error.value)
+    assert main(["export", str(experiment), "--format", "onnx"]) == 1
+    assert run in caplog.text and "give a run directory written by" not in caplog.text
+    # `fieldsym train` puts each operator's run in <experiment>/<operator>/; a few are listed, with the count.
+    folder = tmp_path / "mixed"
+    for run_dir, name in (("fno", "best.pt"), ("gfno", "last.pt"), ("runs/fno/n8-s0", "best.pt"),
+                          ("runs/fno/n8-s1", "last.pt"), ("runs/fno/n8-s1", "best.pt"), ("notes", "x.txt")):
+        (folder / run_dir).mkdir(parents=True, exist_ok=True)
+        (folder / run_dir / name).touch()
+    with pytest.raises(ExportError) as error:
+        export_run(folder, "pt2")
+    assert str(error.value).endswith(f"e.g. {folder / 'fno'}, {folder / 'gfno'}, {folder / 'runs/fno/n8-s0'} "
+                                     "(4 in all)")

@@ -133,3 +133,24 @@ def test_bad_per_sample_and_parameters_are_rejected(tmp_path):
         _write(tmp_path / "data.nc", fields, per_sample={"beta": np.zeros(4)})
     with pytest.raises(TypeError, match="JSON"):
         _write(tmp_path / "data.nc", fields, parameters={"array": np.zeros(2)})
+
+
+def test_extra_attributes_are_written_and_logged_under_the_final_name(tmp_path, caplog):
+    """Provenance goes in with the fields (no second write to a temporary file), and the log names the
+    file the user will find, not the temporary name it was written under."""
+    caplog.set_level("INFO", logger="fieldsym.data.writer")
+    path = _write(tmp_path / "data.nc", _fields(np.random.default_rng(8)),
+                  attrs={"fieldsym_input": "in.nc", "fieldsym_prediction_lead_steps": 2})
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        assert ds.attrs["fieldsym_input"] == "in.nc" and int(ds.attrs["fieldsym_prediction_lead_steps"]) == 2
+        assert ds.attrs["fieldsym_pde"] == "test_pde"
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [f"wrote {path}"]
+
+
+def test_extra_attributes_may_not_replace_the_schemas(tmp_path):
+    fields = _fields(np.random.default_rng(9))
+    with pytest.raises(ValueError, match=r"attrs \['fieldsym_seed'\] would replace the schema's own.*argument"):
+        _write(tmp_path / "data.nc", fields, attrs={"fieldsym_seed": 3})
+    with pytest.raises(TypeError, match=r"strings or numbers; got \{'bad': 'list'\}"):
+        _write(tmp_path / "data.nc", fields, attrs={"bad": [1, 2]})
+    assert list(tmp_path.iterdir()) == []

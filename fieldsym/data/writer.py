@@ -63,6 +63,7 @@ def write_dataset(
     source: str,
     per_sample: Mapping[str, np.ndarray] | None = None,
     history: str | None = None,
+    attrs: Mapping[str, str | int | float] | None = None,
 ) -> Path:
     """Validate ``fields`` and write them atomically to ``path`` as a schema-1 netCDF4 file.
 
@@ -78,6 +79,8 @@ def write_dataset(
         title, source: CF global attributes; ``source`` names the solver and its version.
         per_sample: optional per-sample parameters, name -> array of shape ``(sample,)``.
         history: CF ``history`` line; a timestamped default is written when omitted.
+        attrs: further global attributes (strings or numbers), e.g. provenance; they are in the file
+            from the moment it appears under ``path``, and may not replace the schema's own.
 
     Returns:
         The path written.
@@ -96,7 +99,7 @@ def write_dataset(
     clashes = set(per_sample) & (set(fields) | {"x", "y", "time", "component", "sample"})
     if clashes:
         raise ValueError(f"per_sample names {sorted(clashes)} clash with field or coordinate names; rename them.")
-    attrs = _global_attrs(pde, parameters, seed, title, source, history)
+    attrs = _global_attrs(pde, parameters, seed, title, source, history) | _extra_attrs(attrs)
 
     dataset = _build_dataset(fields, arrays, per_sample, x, y, time, periodic_x, periodic_y, attrs)
     encoding = _encoding(arrays)
@@ -219,6 +222,20 @@ def _global_attrs(pde: str, parameters: Mapping[str, object], seed: int, title: 
         "fieldsym_parameters": parameters_json,
         "fieldsym_seed": int(seed),
     }
+
+
+def _extra_attrs(attrs: Mapping[str, str | int | float] | None) -> dict[str, str | int | float]:
+    attrs = dict(attrs or {})
+    clashes = sorted(set(attrs) & set(_global_attrs("pde", {}, 0, "title", "source", "history")))
+    if clashes:
+        raise ValueError(f"attrs {clashes} would replace the schema's own global attributes; pass those values "
+                         "through the arguments of the same name (pde, parameters, seed, title, source, history), "
+                         "or rename the attributes.")
+    wrong = {k: type(v).__name__ for k, v in attrs.items()
+             if isinstance(v, bool) or not isinstance(v, (str, int, float, np.integer, np.floating))}
+    if wrong:
+        raise TypeError(f"attrs must map names to strings or numbers; got {wrong}.")
+    return attrs
 
 
 def _axis_attrs(axis: str, periodic: bool) -> dict[str, str]:

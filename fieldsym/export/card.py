@@ -132,7 +132,7 @@ def markdown(card: dict[str, Any]) -> str:
         "",
         f"- epochs: {training['epoch']}, steps: {training['step']}, seed: {training['seed']}",
         f"- best validation relative L2: {_number(training['valid_rel_l2'])} (epoch {training['best_epoch']})",
-        f"- test error: {json.dumps(training['test_error']) if training['test_error'] else 'not in the run'}",
+        f"- test error: {_test_error(training['test_error'])}",
         "",
         "## Equivariance",
         "",
@@ -157,6 +157,15 @@ def markdown(card: dict[str, Any]) -> str:
     lines += [f"| {name} | {f['bytes']} | `{f['sha256']}` |" for name, f in card["files"].items()]
     lines += ["", "## Use", "", *card["usage"], ""]
     return "\n".join(lines)
+
+
+_TEST_ERRORS = {"test_rel_l2": "relative L2", "turned_test_rel_l2": "relative L2 on the quarter-turned test set"}
+
+
+def _test_error(errors: dict[str, float] | None) -> str:
+    if not errors:
+        return "not in the run"
+    return ", ".join(f"{_TEST_ERRORS.get(key, key)} {_number(value)}" for key, value in errors.items())
 
 
 def _numbers(values) -> str:

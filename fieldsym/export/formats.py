@@ -19,13 +19,15 @@ an archive with a pickled payload, or sample inputs that ``weights_only`` refuse
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
+import logging
 import pickle
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +68,29 @@ def write_pt2(module: nn.Module, example: torch.Tensor, shapes: dict, path: Path
 
 
 def write_onnx(module: nn.Module, example: torch.Tensor, shapes: dict, path: Path) -> None:
-    program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=shapes, input_names=[INPUT_NAME],
-                                output_names=[OUTPUT_NAME], verbose=False)
-    program.save(path)
+    with _quiet(_ONNX_LOGGERS):
+        program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=shapes,
+                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
+        program.save(path)
+
+
+# The ONNX exporter's graph passes log every rewrite at INFO (about 60 lines for a small operator), and
+# the CLI shows INFO for every logger: they would bury the export's own messages.
+_ONNX_LOGGERS = ("onnx_ir", "onnxscript")
+
+
+@contextlib.contextmanager
+def _quiet(names: tuple[str, ...], level: int = logging.WARNING) -> Iterator[None]:
+    """Raise the loggers ``names`` to ``level`` for the block, then restore them; a logger whose level
+    was set explicitly (someone debugging the exporter) is left alone."""
+    loggers = [logger for logger in map(logging.getLogger, names) if logger.level == logging.NOTSET]
+    for logger in loggers:
+        logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.setLevel(logging.NOTSET)
 
 
 def write_safetensors(operator: PhysicalOperator, recipe: dict[str, Any], directory: Path) -> None:

@@ -5,7 +5,7 @@ which times (the training task's input window; ``t_in`` moves it), the grid the 
 the names, kinds and units of the outputs. Reading goes through the data layer
 (:class:`~fieldsym.data.dataset.FieldDataset`, so a user's file with renamed dimensions or split vector
 components works as in training); writing goes through :func:`fieldsym.data.writer.write_dataset`,
-atomically, with provenance attributes added before the file is moved into place:
+atomically, with provenance attributes written with the fields:
 ``fieldsym_export``, ``fieldsym_export_format``, ``fieldsym_export_sha256`` (the model file's checksum,
 verified when it was loaded), ``fieldsym_input``, ``fieldsym_input_sha256`` and
 ``fieldsym_prediction_lead_steps``.
@@ -17,8 +17,6 @@ steps of the input file's time coordinate, or of the training data's when the in
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import netCDF4
@@ -105,27 +103,22 @@ def _write(output: Path, loaded: LoadedExport, source: Path, grid, prediction: n
     time = times[min(last_input, times.size - 1)] + (1 if lead is None else lead) * step
     model_file = loaded.path
     parameters = attrs.get("fieldsym_parameters", "{}")
-    tmp = output.with_name(f".{output.stem}-{uuid.uuid4().hex[:12]}{output.suffix}")
-    try:
-        write_dataset(
-            tmp, fields, x=grid.axis("x").numpy(), y=grid.axis("y").numpy(), time=np.array([time]),
-            periodic=(grid.periodic[1], grid.periodic[0]), pde=str(attrs.get("fieldsym_pde", "unknown")),
-            parameters=json.loads(parameters) if isinstance(parameters, str) else {},
-            seed=int(attrs.get("fieldsym_seed", 0)),
-            title=f"{card['operator']['name']} prediction for {source.name}",
-            source=f"fieldsym {__version__} predict, {card['format']} export {model_file}",
-            history=history_entry(f"fieldsym predict {model_file} {source} {output}"),
-        )
-        with netCDF4.Dataset(tmp, "a") as nc:
-            nc.setncatts({
-                "fieldsym_export": str(model_file), "fieldsym_export_format": card["format"],
-                "fieldsym_export_sha256": card["files"][model_file.name]["sha256"],
-                "fieldsym_input": str(source), "fieldsym_input_sha256": sha256_file(source),
-                "fieldsym_prediction_lead_steps": "unknown" if lead is None else int(lead),
-            })
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    # The provenance goes in with the rest, so the file is complete the moment it appears under its name
+    # (write_dataset writes a temporary file beside it and renames it).
+    write_dataset(
+        output, fields, x=grid.axis("x").numpy(), y=grid.axis("y").numpy(), time=np.array([time]),
+        periodic=(grid.periodic[1], grid.periodic[0]), pde=str(attrs.get("fieldsym_pde", "unknown")),
+        parameters=json.loads(parameters) if isinstance(parameters, str) else {},
+        seed=int(attrs.get("fieldsym_seed", 0)),
+        title=f"{card['operator']['name']} prediction for {source.name}",
+        source=f"fieldsym {__version__} predict, {card['format']} export {model_file}",
+        history=history_entry(f"fieldsym predict {model_file} {source} {output}"),
+        attrs={
+            "fieldsym_export": str(model_file), "fieldsym_export_format": card["format"],
+            "fieldsym_export_sha256": card["files"][model_file.name]["sha256"],
+            "fieldsym_input": str(source), "fieldsym_input_sha256": sha256_file(source),
+            "fieldsym_prediction_lead_steps": "unknown" if lead is None else int(lead),
+        },
+    )
     return output
 

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from fieldsym.data.normalization import FieldNormalizer
 from fieldsym.data.spec import DataSpec, FieldSelection
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
+from fieldsym.runner import RESULT, not_a_run_hint
 from fieldsym.train import load_operator
 
 logger = logging.getLogger(__name__)
@@ -81,8 +83,9 @@ def find_checkpoint(source: str | Path) -> Path:
         for name in CHECKPOINTS:
             if (source / name).is_file():
                 return source / name
-        raise ExportError(f"{source}: no {' or '.join(CHECKPOINTS)} in this run directory; give a run "
-                          "directory written by `fieldsym train` or the path of a checkpoint")
+        raise ExportError(not_a_run_hint(source) or f"{source}: no {' or '.join(CHECKPOINTS)} in this run "
+                          "directory; give a run directory written by `fieldsym train` or `fieldsym run`, or the "
+                          "path of a checkpoint")
     raise ExportError(f"{source}: no such run directory or checkpoint file")
 
 
@@ -112,7 +115,7 @@ def load_run(source: str | Path, data: str | Path | None = None, samples: int = 
                           "version or modified") from error
     inputs, note = _probe_inputs(config, spec, data_file, in_norm, grid, samples)
     return Run(checkpoint, config, operator, model, in_norm, out_norm, grid, spec, attrs,
-               output_attrs, timing, inputs, note, _training_summary(state, config))
+               output_attrs, timing, inputs, note, _training_summary(state, config, checkpoint))
 
 
 def sha256_file(path: str | Path, chunk: int = 2**24) -> str:
@@ -247,14 +250,42 @@ def _probe_inputs(config, spec, path, in_norm, grid, samples) -> tuple[torch.Ten
     return u.float(), f"{samples} smooth random fields at the data's scale (seed 0; the data file was not available)"
 
 
-def _training_summary(state: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
+def _training_summary(state: dict[str, Any], config: ExperimentConfig, checkpoint: Path) -> dict[str, Any]:
     metrics = state["metrics"]
     best_epoch = state["best"]["epoch"]
     row = next((r for r in metrics if r.get("epoch") == best_epoch), metrics[-1] if metrics else {})
-    test = {k: v for k, v in row.items() if k.startswith("test")}
+    test = {k: v for k, v in row.items() if k.startswith("test")} or _runner_test_error(checkpoint, state)
     return {
         "epoch": state["epoch"], "step": state["step"], "best_epoch": best_epoch,
         "valid_rel_l2": state["best"]["valid"] if metrics else None,
         "test_error": test or None,
         "seed": config.training.seed, "config_fingerprint": config.fingerprint(),
     }
+
+
+def _runner_test_error(checkpoint: Path, state: dict[str, Any]) -> dict[str, float] | None:
+    """``test_rel_l2`` and ``turned_test_rel_l2`` (the quarter-turned test set) from the ``result.json``
+    that ``fieldsym run`` writes beside a run's checkpoints (:mod:`fieldsym.runner`), or ``None``.
+
+    The runner scores ``best.pt``: its numbers belong to no other checkpoint (``last.pt``), nor to a
+    ``best.pt`` trained again after the scoring (another best epoch). NaN (the turned error of a grid
+    with no quarter turn) is left out.
+    """
+    path = checkpoint.parent / RESULT
+    if checkpoint.name != CHECKPOINTS[0] or not path.is_file():
+        return None
+    try:
+        row = json.loads(path.read_text())["row"]
+        scored_epoch = row["best_epoch"]
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as error:
+        logger.warning("%s: not a result of `fieldsym run` (%s: %s); the model card leaves its test error out",
+                       path, type(error).__name__, error)
+        return None
+    if scored_epoch != state["best"]["epoch"]:
+        logger.warning("%s: scores the weights of epoch %s, but %s holds those of epoch %s (trained again since); "
+                       "the model card leaves its test error out",
+                       path, scored_epoch, checkpoint, state["best"]["epoch"])
+        return None
+    test = {key: float(row[key]) for key in ("test_rel_l2", "turned_test_rel_l2")
+            if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])}
+    return test or None
