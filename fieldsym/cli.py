@@ -235,7 +235,14 @@ def _discover(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may come after options too (`train CONFIG --operator fno training.epochs=2`):
+    # argparse stops filling a positional list at the first option.
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        subcommand = parser._subparsers._group_actions[0].choices.get(args.command) if args.command else None
+        (subcommand or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     # Under torchrun (RANK set) rank 0 logs progress; the other ranks only warnings and errors, tagged.
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(

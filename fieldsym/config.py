@@ -159,7 +159,8 @@ class DatasetConfig(_Section):
     @model_validator(mode="after")
     def _one_source(self) -> DatasetConfig:
         if (self.generate is None) == (self.path is None):
-            raise ValueError("give exactly one of 'generate' (a solver run) or 'path' (a file or folder)")
+            raise ValueError("give exactly one of 'generate' (a solver run) or 'path' (a file or folder); to "
+                             "read a file in a config that generates its data, also set dataset.generate=null")
         if self.generate is not None and (self.variables or self.field_types or self.dims):
             raise ValueError("'variables', 'field_types' and 'dims' map a user's file; a generated one needs none")
         return self
@@ -282,6 +283,18 @@ class OperatorConfig(_Section):
     @classmethod
     def _mode_shorthand(cls, value: Any) -> Any:
         return {"mode": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _known_options(self) -> OperatorConfig:
+        # Option names are checked with the config, before any data is made or any run trained; values that
+        # depend on the data's field types are checked when the operator is built.
+        from fieldsym.models.build import check_options
+
+        try:
+            check_options(self.kind, self.options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"options: {error}") from error
+        return self
 
 
 # -- training and experiment ----------------------------------------------------------------------------

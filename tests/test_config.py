@@ -182,8 +182,13 @@ def test_builders_translate_operators_and_symmetry_modes(tmp_path):
     assert isinstance(tuned, MixedPenalty) and tuned.names == ["Tx", "R"] and tuned.update_epochs == {2}
     with pytest.raises(ConfigError, match=r"operators\[augmented\].symmetry.group: C4 needs a square grid"):
         build_symmetry(config.operators[2], in_type, out_type, Grid.regular((16, 8)))
-    bad = config.with_overrides(["operators[0].options.widht=3"])
-    with pytest.raises(ConfigError, match=r"operators\[fno\].options: .*widht"):
+    # a misspelt option is refused with the config, before any data or model
+    with pytest.raises(ConfigError, match=r"operators\[0\]: options: fno: unknown option\(s\) 'widht'; its options "
+                                          r"are n_modes, hidden_channels"):
+        config.with_overrides(["operators[0].options.widht=3"])
+    # a value that only the field types can judge is refused when the operator is built
+    bad = config.with_overrides(["operators[0].options.n_modes=[6, 6, 6]"])
+    with pytest.raises(ConfigError, match=r"operators\[fno\].options: .*n_modes"):
         build_model(bad.operators[0], in_type, out_type, grid)
 
 

@@ -333,11 +333,10 @@ def test_residual_pathway_is_equivariant_exactly_when_its_gate_is_closed():
                         Grid.regular(16, periodic=False))
     assert isinstance(built.equivariant, GroupFNO) and isinstance(built.free, FieldFNO)
     bad = dict(options, free={"kind": "gfno"})
-    config = ExperimentConfig.from_dict({
-        "dataset": {"path": "unused.nc"}, "task": {"inputs": ["v"], "outputs": ["v"]},
-        "operators": [{"name": "rpp", "kind": "residual", "options": bad}]})
-    with pytest.raises(ConfigError, match=r"operators\[rpp\].options: residual: free must be .*kind one of fno"):
-        build_model(config.operators[0], FieldType.parse("v:vector"), FieldType.parse("v:vector"))
+    with pytest.raises(ConfigError, match=r"operators\[0\]: options: residual: free must be .*kind one of fno"):
+        ExperimentConfig.from_dict({  # refused with the config, before any data or model
+            "dataset": {"path": "unused.nc"}, "task": {"inputs": ["v"], "outputs": ["v"]},
+            "operators": [{"name": "rpp", "kind": "residual", "options": bad}]})
 
 
 def test_invariant_features_are_cached_and_survive_inference_mode():

@@ -192,14 +192,22 @@ def test_nan_loss_stops_with_advice_and_keeps_the_last_good_checkpoint(data_file
 def test_cli_train_runs_and_reports_errors_in_one_line(data_file, tmp_path, caplog):
     config_for(data_file, tmp_path)
     cfg, out = str(tmp_path / "config.yaml"), tmp_path / "cli"
-    assert main(["train", cfg, "training.epochs=1", "training.loss=h1", "--out", str(out)]) == 0
+    # overrides before and after an option, as a user types them
+    assert main(["train", cfg, "training.epochs=1", "--out", str(out), "training.loss=h1"]) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
+    assert load_checkpoint(out / "last.pt")["config"]["training"]["loss"] == "h1"
     caplog.set_level(logging.ERROR)
     assert main(["train", cfg, "training.epochs=1", "--out", str(out)]) == 1
     assert "already holds a run" in caplog.text and "--resume" in caplog.text
     caplog.clear()
     assert main(["train", cfg, "training.optimizer.lr=0"]) == 1
     assert "training.optimizer.lr: Input should be greater than 0, got 0" in caplog.text
+    caplog.clear()  # an unknown operator option is refused with the config, naming the right ones
+    assert main(["train", cfg, "operators[0].options.hiden_channels=4"]) == 1
+    assert "operators[0]: options: fno: unknown option(s) 'hiden_channels'; its options are n_modes, hidden_channels" \
+        in caplog.text
+    with pytest.raises(SystemExit):  # an unknown flag: argparse's error, with the subcommand's usage
+        main(["train", cfg, "--bogus", "training.epochs=1"])
 
 
 def test_resume_with_more_epochs_follows_the_new_schedule(data_file, tmp_path, caplog):

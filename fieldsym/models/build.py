@@ -94,6 +94,13 @@ def _residual_parts(equivariant, free, periodic) -> list[tuple[str, str, dict]]:
 # -- options written out in full -------------------------------------------------------------------------
 
 
+def check_options(kind: str, options: dict[str, Any]) -> None:
+    """Raise ``TypeError`` / ``ValueError`` with the fix for options that no operator of ``kind`` takes
+    (unknown names, at any depth of ``averaged`` and ``residual``), without the data's field types: what a
+    config is checked with before any data is made or any operator trained."""
+    resolved_options(kind, "u:scalar", "u:scalar", options)
+
+
 def resolved_options(kind: str, in_type: FieldType | str, out_type: FieldType | str,
                      options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with every keyword default of the operator's constructor written out, as plain data.
@@ -153,10 +160,13 @@ def _bound(constructor: Callable, kind: str, in_type, out_type, options: dict[st
     types = list(parameters)[:2]  # in_type, out_type
     keywords = [n for n, p in parameters.items() if n not in types and p.kind != p.VAR_KEYWORD]
     collects = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
-    unknown = [k for k in options if k in types or (k not in keywords and not collects)]
+    forwarded = _FORWARDED.get(constructor, (None, ()))[1]  # what its **kwargs accept, when it says
+    unknown = [k for k in options
+               if k in types or (k not in keywords and not (collects and (not forwarded or k in forwarded)))]
     if unknown:
+        also = f", and {', '.join(forwarded)} (passed to neuralop's FNO)" if forwarded else ""
         raise TypeError(f"{kind}: unknown option(s) {', '.join(map(repr, unknown))}; its options are "
-                        f"{', '.join(keywords)}: remove or rename them")
+                        f"{', '.join(keywords)}{also}: remove or rename them")
     bound = signature.bind(in_type, out_type, **options)
     bound.apply_defaults()
     resolved: dict[str, Any] = {}

@@ -24,6 +24,8 @@ symmetric under ``k -> -k`` and, when ``m_y = m_x``, under quarter turns and ref
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Sequence
 
 import tensorly.plugins
@@ -142,10 +144,11 @@ class FieldFNO(nn.Module):
         self.out_type = FieldType.parse(out_type)
         unknown = sorted(set(fno_options) - set(PASSTHROUGH_OPTIONS))
         if unknown:
+            own = [n for n in inspect.signature(FieldFNO).parameters if n not in ("in_type", "out_type", "fno_options")]
             raise ValueError(
-                f"FieldFNO got unknown or unsupported options {unknown}; it passes only "
-                f"{', '.join(PASSTHROUGH_OPTIONS)} to neuralop's FNO (channels come from the field "
-                "types, the spectral convolution is fieldsym's)"
+                f"FieldFNO got unknown or unsupported options {unknown}; its options are {', '.join(own)}, and it "
+                f"passes {', '.join(PASSTHROUGH_OPTIONS)} to neuralop's FNO (channels come from the field types, "
+                "the spectral convolution is fieldsym's): remove or rename them"
             )
         m_y, m_x = _two_modes(n_modes)
         self.n_modes = (m_y, m_x)
