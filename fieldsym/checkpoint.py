@@ -45,6 +45,41 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read; the message names the file and what to do."""
 
 
+RUN_CHECKPOINTS = ("best.pt", "last.pt")  # what a run directory holds, in the order a command prefers them
+
+
+def run_checkpoint(path: str | Path) -> Path:
+    """``path`` itself if it is a file, else the run directory's ``best.pt`` (or ``last.pt``); the one
+    lookup of ``fieldsym export``, ``discover`` and ``predict``'s sources. An experiment folder given
+    instead of a run directory is answered with the run directories it holds."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path} does not exist: give a run directory (holding best.pt or last.pt) or a "
+                              "checkpoint file")
+    for name in RUN_CHECKPOINTS:
+        if (path / name).is_file():
+            return path / name
+    runs = experiment_runs(path)
+    if runs:
+        shown = ", ".join(map(str, runs[:3])) + (f" ({len(runs)} in all)" if len(runs) > 3 else "")
+        raise CheckpointError(f"{path} is an experiment folder, not a run directory; give one of the run "
+                              f"directories it holds (runs/<operator>/n<size>-s<seed> for `fieldsym run`), "
+                              f"e.g. {shown}")
+    raise CheckpointError(f"{path}: no {' or '.join(RUN_CHECKPOINTS)} in this run directory; give a run directory "
+                          "written by `fieldsym train` or `fieldsym run`, or the path of a checkpoint")
+
+
+def experiment_runs(folder: str | Path) -> list[Path]:
+    """The run directories (those with a checkpoint) in the experiment folder ``folder``, sorted: the
+    runner's ``runs/<operator>/n<size>-s<seed>/`` and the ``<operator>/`` that ``fieldsym train`` writes
+    by default. Empty for anything else, a run directory included."""
+    folder = Path(folder)
+    return sorted({checkpoint.parent for pattern in ("runs/*/*", "*") for name in RUN_CHECKPOINTS
+                   for checkpoint in folder.glob(f"{pattern}/{name}")})
+
+
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
     """``model.load_state_dict(state)``, with a mismatch named: the model rebuilt from the checkpoint's
     config no longer has the checkpoint's layers when an operator's defaults changed since it was written."""

@@ -16,27 +16,13 @@ from pathlib import Path
 
 import torch
 
+from fieldsym.checkpoint import load_checkpoint, run_checkpoint
 from fieldsym.config import ExperimentConfig, build_data_spec, dataset_path
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.discovery import Discovery, discover, name_combination
-from fieldsym.runner import not_a_run_hint
 from fieldsym.train import load_operator
 
 log = logging.getLogger(__name__)
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or ``best.pt`` (else ``last.pt``) of a run directory."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).exists():
-                return path / name
-        raise FileNotFoundError(not_a_run_hint(path) or f"{path} holds no best.pt or last.pt: is it a training "
-                                "run directory (written by `fieldsym train` or `fieldsym run`)?")
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: pass a run directory or a checkpoint file")
-    return path
 
 
 def test_inputs(config: ExperimentConfig, data: Path | None, samples: int
@@ -59,8 +45,7 @@ def discover_run(path: str | Path, data: str | Path | None = None, samples: int 
                  bootstrap: int = 200) -> tuple[Discovery, Path]:
     """Run discovery for a trained run; writes ``discovery.json`` and ``discovery.png`` into ``out``
     (default: the run directory) and returns the result and the output directory."""
-    ckpt = resolve_checkpoint(path)
-    from fieldsym.checkpoint import load_checkpoint
+    ckpt = run_checkpoint(path)
 
     config = ExperimentConfig.from_dict(load_checkpoint(ckpt)["config"], f"{ckpt} (config)")
     x, y, dataset = test_inputs(config, Path(data) if data is not None else None, samples)

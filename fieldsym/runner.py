@@ -95,26 +95,6 @@ def experiment_dir(config: ExperimentConfig) -> Path:
     return config.experiment.out / config.experiment.name
 
 
-def experiment_runs(folder: str | Path) -> list[Path]:
-    """The run directories (those with a checkpoint) in the experiment folder ``folder``, sorted: the
-    runner's ``runs/<operator>/n<size>-s<seed>/`` and the ``<operator>/`` that ``fieldsym train`` writes
-    by default. Empty for anything else, a run directory included."""
-    folder = Path(folder)
-    return sorted({checkpoint.parent for pattern in ("runs/*/*", "*") for name in ("best.pt", "last.pt")
-                   for checkpoint in folder.glob(f"{pattern}/{name}")})
-
-
-def not_a_run_hint(folder: str | Path, shown: int = 3) -> str | None:
-    """What to say when the experiment folder ``folder`` is given where a run directory belongs: which
-    runs it holds, to copy one. ``None`` when it holds none."""
-    runs = experiment_runs(folder)
-    if not runs:
-        return None
-    listed = ", ".join(map(str, runs[:shown])) + (f" ({len(runs)} in all)" if len(runs) > shown else "")
-    return (f"{folder} is an experiment folder, not a run directory; give one of the run directories it holds "
-            f"(runs/<operator>/n<size>-s<seed> for `fieldsym run`), e.g. {listed}")
-
-
 def plan(config: ExperimentConfig, train_samples: int) -> list[Run]:
     """The runs of ``config``: for each training size, each seed, each operator (so a partial experiment
     already compares every operator). ``train_samples``: size of the training split."""

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from fieldsym.checkpoint import load_checkpoint, save_checkpoint
+from fieldsym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fieldsym.cli import main
 from fieldsym.config import load_config
 from fieldsym.discover_run import discover_run
@@ -464,7 +464,7 @@ def test_an_experiment_folder_is_answered_with_its_run_directories(experiment, t
     with pytest.raises(ExportError, match="is an experiment folder, not a run directory") as error:
         export_run(experiment, "onnx")
     assert f"e.g. {run}" in str(error.value)
-    with pytest.raises(FileNotFoundError, match="is an experiment folder, not a run directory") as error:
+    with pytest.raises(CheckpointError, match="is an experiment folder, not a run directory") as error:
         discover_run(experiment)
     assert f"e.g. {run}" in str(error.value)
     assert main(["export", str(experiment), "--format", "onnx"]) == 1

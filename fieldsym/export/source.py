@@ -21,18 +21,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from fieldsym.checkpoint import load_checkpoint
+from fieldsym.checkpoint import RUN_CHECKPOINTS, CheckpointError, load_checkpoint, run_checkpoint
 from fieldsym.config import ConfigError, ExperimentConfig, OperatorConfig, build_data_spec, generated_path
 from fieldsym.data.normalization import FieldNormalizer
 from fieldsym.data.spec import DataSpec, FieldSelection
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
-from fieldsym.runner import RESULT, not_a_run_hint
+from fieldsym.runner import RESULT
 from fieldsym.train import load_operator
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS = ("best.pt", "last.pt")
 
 
 class ExportError(RuntimeError):
@@ -75,18 +73,12 @@ class Run:
 
 
 def find_checkpoint(source: str | Path) -> Path:
-    """``source`` itself if it is a file, else ``best.pt`` (or ``last.pt``) of the run directory."""
-    source = Path(source)
-    if source.is_file():
-        return source
-    if source.is_dir():
-        for name in CHECKPOINTS:
-            if (source / name).is_file():
-                return source / name
-        raise ExportError(not_a_run_hint(source) or f"{source}: no {' or '.join(CHECKPOINTS)} in this run "
-                          "directory; give a run directory written by `fieldsym train` or `fieldsym run`, or the "
-                          "path of a checkpoint")
-    raise ExportError(f"{source}: no such run directory or checkpoint file")
+    """``source`` itself if it is a file, else ``best.pt`` (or ``last.pt``) of the run directory
+    (:func:`fieldsym.checkpoint.run_checkpoint`, its error as an :class:`ExportError`)."""
+    try:
+        return run_checkpoint(source)
+    except CheckpointError as error:
+        raise ExportError(str(error)) from error
 
 
 def load_run(source: str | Path, data: str | Path | None = None, samples: int = 4) -> Run:
@@ -272,7 +264,7 @@ def _runner_test_error(checkpoint: Path, state: dict[str, Any]) -> dict[str, flo
     with no quarter turn) is left out.
     """
     path = checkpoint.parent / RESULT
-    if checkpoint.name != CHECKPOINTS[0] or not path.is_file():
+    if checkpoint.name != RUN_CHECKPOINTS[0] or not path.is_file():
         return None
     try:
         row = json.loads(path.read_text())["row"]
