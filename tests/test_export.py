@@ -479,3 +479,16 @@ def test_an_experiment_folder_is_answered_with_its_run_directories(experiment, t
         export_run(folder, "pt2")
     assert str(error.value).endswith(f"e.g. {folder / 'fno'}, {folder / 'gfno'}, {folder / 'runs/fno/n8-s0'} "
                                      "(4 in all)")
+
+
+def test_a_run_directory_given_where_an_export_belongs_is_answered_with_its_exports(runs, exports, tmp_path):
+    run = runs["fno"]
+    assert (run / "export").is_dir()  # the exports fixture wrote RUN/export/FORMAT
+    with pytest.raises(ExportError, match="is a run directory, not an export; give one of its exports") as error:
+        load_export(run)
+    assert str(run / "export" / "onnx") in str(error.value)
+    bare = tmp_path / "bare_run"
+    bare.mkdir()
+    (bare / "best.pt").write_bytes((run / "best.pt").read_bytes())
+    with pytest.raises(ExportError, match=r"was not exported: `fieldsym export .* --format pt2\|onnx\|safetensors`"):
+        load_export(bare)

@@ -154,6 +154,13 @@ def read_card(path: str | Path) -> tuple[Path, dict[str, Any]]:
     directory = path if path.is_dir() else path.parent
     card_path = directory / CARD
     if not card_path.is_file():
+        exports = sorted(p.parent for p in directory.glob(f"export/*/{CARD}"))  # a run directory, exported
+        if exports:
+            raise ExportError(f"{path} is a run directory, not an export; give one of its exports: "
+                              f"{', '.join(map(str, exports))}")
+        if any((directory / name).is_file() for name in ("best.pt", "last.pt")):
+            raise ExportError(f"{path} is a run directory that was not exported: `fieldsym export {path} --format "
+                              "pt2|onnx|safetensors` writes RUN/export/FORMAT, then give that")
         raise ExportError(f"{path}: no {CARD} beside it; an export is a directory with its model card, which "
                           f"holds the checksums it is verified against: {_REEXPORT.format(fmt='FORMAT')}")
     try:
