@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import pickle
+import warnings
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -68,7 +69,8 @@ def write_pt2(module: nn.Module, example: torch.Tensor, shapes: dict, path: Path
 
 
 def write_onnx(module: nn.Module, example: torch.Tensor, shapes: dict, path: Path) -> None:
-    with _quiet(_ONNX_LOGGERS):
+    with _quiet(_ONNX_LOGGERS), _quiet(_ONNX_NOTICES, logging.ERROR), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated", category=FutureWarning)
         program = torch.onnx.export(module, (example,), dynamo=True, dynamic_shapes=shapes,
                                     input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
         program.save(path)
@@ -77,6 +79,10 @@ def write_onnx(module: nn.Module, example: torch.Tensor, shapes: dict, path: Pat
 # The ONNX exporter's graph passes log every rewrite at INFO (about 60 lines for a small operator), and
 # the CLI shows INFO for every logger: they would bury the export's own messages.
 _ONNX_LOGGERS = ("onnx_ir", "onnxscript")
+# ... and the exporter warns, at every export, that torchvision's detection ops cannot be registered
+# (torchvision is not a dependency), and torch's pytree a FutureWarning about its own LeafSpec: nothing
+# a user can act on.
+_ONNX_NOTICES = ("torch.onnx._internal.exporter._registration",)
 
 
 @contextlib.contextmanager
