@@ -327,7 +327,8 @@ class TrainingConfig(_Section):
     ``torch.compile`` in that mode (``true`` = ``default``); for long runs on a GPU, where small operators
     are bound by kernel launches (H200: an epoch 25% / 14% shorter for the FNO / SteerableFNO, after a
     17-29 s compilation; experiments/bench_train_compile.py). ``reduce-overhead`` (CUDA graphs) is not
-    offered: neuralop's grid embedding caches a tensor that graph replay overwrites."""
+    offered: neuralop's grid embedding caches a tensor that graph replay overwrote (torch 2.x, session 2),
+    and whether replay computes the right values now is unchecked."""
 
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 16
