@@ -644,6 +644,12 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return _differences(old, new, "")
 
 
+def describe_differences(differences: list[str], shown: int = 4) -> str:
+    """The first ``shown`` of :func:`config_differences`' lines joined for a one-line message."""
+    more = len(differences) - shown
+    return "; ".join(differences[:shown]) + (f"; and {more} more" if more > 0 else "")
+
+
 def _differences(old: Any, new: Any, path: str) -> list[str]:
     if path in EXECUTION_SETTINGS:
         return []

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 from fieldsym.config import (ConfigError, ExperimentConfig, build_data_spec, config_differences, dataset_path,
-                             resolve_operators)
+                             describe_differences, resolve_operators)
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.discovery import discover
 from fieldsym.fields import FieldType
@@ -365,10 +365,9 @@ def _check_same_config(run_dir: Path, stored: dict, run_cfg: ExperimentConfig, i
     new = resolve_operators(run_cfg, in_type, out_type, grid).to_dict()
     differences = config_differences(stored, new)
     if differences:
-        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
         raise RunnerError(
-            f"{run_dir} holds a run of a different config ({shown}); to keep it, run with its settings; to "
-            f"start over, delete {run_dir}; to keep both, choose another experiment.name")
+            f"{run_dir} holds a run of a different config ({describe_differences(differences)}); to keep it, run "
+            f"with its settings; to start over, delete {run_dir}; to keep both, choose another experiment.name")
 
 
 def _count_parameters(model: torch.nn.Module) -> int:

@@ -54,7 +54,8 @@ from fieldsym import distributed
 from fieldsym.checkpoint import (FORMAT_VERSION, CheckpointError, capture_rng, load_checkpoint, load_model_state,
                                  model_state, restore_rng, save_checkpoint)
 from fieldsym.config import (ConfigError, ExperimentConfig, TrainingConfig, build_data_spec, build_model,
-                             build_symmetry, config_differences, dataset_path, resolve_operators)
+                             build_symmetry, config_differences, dataset_path, describe_differences,
+                             resolve_operators)
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.data.loader import make_loader
 from fieldsym.data.normalization import FieldNormalizer, fit_normalizers
@@ -403,9 +404,8 @@ def _start(out_dir: Path, resume: bool, seed: int, model, optimizer, scheduler, 
     state = ddp.from_main(lambda: load_checkpoint(last))
     differences = config_differences(state["config"], config) if config is not None else []
     if differences:  # (a run written before options were stored resolved lists its implicit defaults here once)
-        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
         logger.warning("%s was written with a different config (%s); continuing with the checkpoint's weights and "
-                       "optimiser and the new settings", last, shown)
+                       "optimiser and the new settings", last, describe_differences(differences))
     load_model_state(model, state["model"], last)
     decays = [group["weight_decay"] for group in optimizer.param_groups]
     saved = len(state["optimizer"]["param_groups"])
