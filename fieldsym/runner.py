@@ -57,8 +57,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fieldsym.config import (ConfigError, ExperimentConfig, build_data_spec, config_differences, dataset_path,
-                             describe_differences, resolve_operators)
+from fieldsym.config import (ConfigError, ExperimentConfig, build_data_spec, build_model, build_symmetry,
+                             config_differences, dataset_path, describe_differences, resolve_operators)
 from fieldsym.data.dataset import FieldDataset
 from fieldsym.discovery import discover
 from fieldsym.fields import FieldType
@@ -124,6 +124,7 @@ def run_experiment(config: ExperimentConfig, *, report: bool = True) -> Path:
     path = dataset_path(config, progress=_interactive())
     train_set, test_set = _split(config, path, "train", in_memory=False), _split(config, path, "test")
     runs = plan(config, len(train_set.samples))
+    _preflight(config, test_set)
     logger.info("experiment %s: %d runs (%d operators x %d training sizes x %d seeds) on %s; %d test samples",
                 config.experiment.name, len(runs), len(config.operators), len(config.experiment.train_sizes or [0]),
                 len(config.experiment.seeds), path, len(test_set.samples))
@@ -140,6 +141,15 @@ def run_experiment(config: ExperimentConfig, *, report: bool = True) -> Path:
 
         write_report(out)
     return out
+
+
+def _preflight(config: ExperimentConfig, data: FieldDataset) -> None:
+    """Build every operator and its symmetry mode once for the data's field types and grid, so that a value
+    only the data can judge (hidden irreps that cannot reach an output field, a group on a non-square grid)
+    stops the experiment before its first run trains, not when that operator's turn comes hours later."""
+    for op in config.operators:
+        build_model(op, data.in_type, data.out_type, data.grid)
+        build_symmetry(op, data.in_type, data.out_type, data.grid)
 
 
 def run_one(config: ExperimentConfig, run: Run, out: Path, test_set: FieldDataset) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import xarray as xr
 
 from fieldsym import runner
 from fieldsym.cli import main
-from fieldsym.config import load_config
+from fieldsym.config import ConfigError, load_config
 from fieldsym.fields import FieldType
 from fieldsym.grid import Grid
 from fieldsym.runner import run_experiment
@@ -138,6 +138,20 @@ def test_a_bad_config_gives_one_line_naming_the_key_and_the_choices(data_file, t
     errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and "Traceback" not in done.stderr
     assert "operators[1].kind: expected one of fno, gfno, steerable, averaged" in errors[0] and "'gfn0'" in errors[0]
+
+
+def test_an_operator_the_data_cannot_take_stops_the_experiment_before_any_training(data_file, tmp_path,
+                                                                                      monkeypatch):
+    """A value only the data can judge (here: hidden irreps with no vector for a vector output) is found
+    before the first run trains, not when the last operator's turn comes."""
+    def no_training(*args, **kwargs):
+        raise AssertionError("an experiment with an impossible operator started training")
+
+    monkeypatch.setattr(runner, "train", no_training)
+    config = load_config(write_config(tmp_path, data_file), [
+        "operators[1]={name: steerable, kind: steerable, options: {hidden_irreps: '4x0', n_modes: 6, n_layers: 1}}"])
+    with pytest.raises(ConfigError, match=r"operators\[steerable\].options: hidden_irreps '4x0' cannot reach"):
+        run_experiment(config, report=False)
 
 
 def test_a_missing_data_file_gives_its_path_and_how_to_make_it(data_file, tmp_path, caplog):
