@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(subparsers)
     _add_predict(subparsers)
     _add_discover(subparsers)
+    parser.subcommands = subparsers.choices  # name -> its parser, for main's own error messages
     return parser
 
 
@@ -241,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
-        subcommand = parser._subparsers._group_actions[0].choices.get(args.command) if args.command else None
-        (subcommand or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.subcommands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     # Under torchrun (RANK set) rank 0 logs progress; the other ranks only warnings and errors, tagged.
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(
